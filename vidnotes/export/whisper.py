@@ -1,0 +1,161 @@
+"""Whisper into the model store: source -> transformers -> ONNX (encoder + merged decoder with
+KV cache) -> dynamic int8 -> parity and quality checks on real recordings -> publish.
+
+Parity: greedy tokens (no timestamps) of the ONNX model, decoded by vidnotes' own torch-free
+decoder, against transformers' ``generate`` in PyTorch on the same recordings. Quality: WER on the
+held-out Asterisk test split for PyTorch fp32, ONNX fp32 and ONNX int8.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vidnotes.asr import TranscriptionOptions, WhisperOnnx
+from vidnotes.audio import decode_audio
+from vidnotes.datasets import Recording, load_split
+from vidnotes.export.ct2 import resolve_whisper_source
+from vidnotes.export.onnx_tools import dir_size_mb, export_onnx, log, quantize_int8
+from vidnotes.features import log_mel_batch
+from vidnotes.store import ModelStore, sha256_file
+from vidnotes.wer import wer
+
+TASK = "whisper"
+NO_TS = TranscriptionOptions(timestamps=False, batch_size=8)
+
+
+def load_recordings(recs: list[Recording]) -> list[np.ndarray]:
+    return [decode_audio(r.path, input_format="g722") for r in recs]
+
+
+def onnx_greedy(model: WhisperOnnx, audios: list[np.ndarray], opts: TranscriptionOptions = NO_TS) -> list[list[int]]:
+    """Greedy text tokens of each (<= 30 s) recording, batched."""
+    out: list[list[int]] = []
+    for i in range(0, len(audios), opts.batch_size):
+        feats = log_mel_batch(audios[i : i + opts.batch_size], n_mels=model.n_mels)
+        out += [toks for toks, _, _ in model.decode(model.encode(feats), opts)]
+    return out
+
+
+def torch_greedy(hf_dir: Path | str, audios: list[np.ndarray], *, max_new_tokens: int = 224) -> list[list[int]]:
+    """Greedy tokens from transformers' ``generate`` in PyTorch fp32 (the reference)."""
+    import torch
+    from transformers import WhisperForConditionalGeneration
+
+    model = WhisperForConditionalGeneration.from_pretrained(hf_dir).eval()
+    n_mels = model.config.num_mel_bins
+    eot = model.generation_config.eos_token_id
+    out: list[list[int]] = []
+    with torch.inference_mode():
+        for a in audios:
+            feats = torch.from_numpy(log_mel_batch([a], n_mels=n_mels))
+            ids = model.generate(feats, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens)[0].tolist()
+            # drop the decoder prompt (start, language/task, no-timestamps) and the end token
+            body = [t for t in ids if t < eot]
+            out.append(body)
+    return out
+
+
+def parity_report(reference: list[list[int]], candidate: list[list[int]], names: list[str]) -> dict[str, Any]:
+    identical = [a == b for a, b in zip(reference, candidate)]
+    return {
+        "recordings": len(identical),
+        "identical": int(sum(identical)),
+        "differing": [n for n, same in zip(names, identical) if not same],
+    }
+
+
+def version_id(name: str, onnx_dir: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(onnx_dir.glob("*.onnx")):
+        h.update(sha256_file(p).encode())
+    return f"{name}-{h.hexdigest()[:10]}"
+
+
+def build_whisper(
+    source: str,
+    store: ModelStore,
+    *,
+    work_dir: Path,
+    name: str | None = None,
+    parity_count: int | None = None,
+    quality: bool = True,
+) -> dict[str, Any]:
+    """Build, check and publish one Whisper model; returns the published manifest."""
+    t0 = time.perf_counter()
+    work_dir = Path(work_dir)
+    hf = resolve_whisper_source(source, cache_dir=work_dir / "sources")
+    name = name or _model_name(hf)
+    fp32, int8 = work_dir / f"{name}-onnx-fp32", work_dir / f"{name}-onnx-int8"
+    for d in (fp32, int8):
+        if d.exists():
+            shutil.rmtree(d)
+    export_onnx(hf, fp32, task="automatic-speech-recognition-with-past")
+    quantize_int8(fp32, int8)
+
+    test = load_split("test")
+    audios = load_recordings(test)
+    names = [r.name for r in test]
+    refs = [r.text for r in test]
+    log(f"parity: PyTorch generate vs ONNX greedy on {len(test)} real recordings ...")
+    torch_tokens = torch_greedy(hf, audios)
+    m32 = WhisperOnnx(fp32, name=name)
+    m8 = WhisperOnnx(int8, name=name)
+    fp32_tokens = onnx_greedy(m32, audios)
+    int8_tokens = onnx_greedy(m8, audios)
+    k = min(parity_count or len(test), len(test))
+    parity = {
+        "method": "greedy tokens without timestamps; reference: transformers generate (PyTorch fp32)",
+        "onnx_fp32": parity_report(torch_tokens[:k], fp32_tokens[:k], names[:k]),
+        "onnx_int8": parity_report(torch_tokens[:k], int8_tokens[:k], names[:k]),
+    }
+    log(f"parity fp32: {parity['onnx_fp32']['identical']}/{k} identical; int8: {parity['onnx_int8']['identical']}/{k}")
+    metrics: dict[str, Any] = {}
+    if quality:
+        dec = m32.tokenizer.decode
+        metrics = {
+            "dataset": f"asterisk test split ({len(test)} recordings, vidnotes/data/asterisk_split.json)",
+            "normalizer": "vidnotes.wer.normalize",
+            "wer_pytorch_fp32": round(wer(refs, [dec(t) for t in torch_tokens]), 4),
+            "wer_onnx_fp32": round(wer(refs, [dec(t) for t in fp32_tokens]), 4),
+            "wer_onnx_int8": round(wer(refs, [dec(t) for t in int8_tokens]), 4),
+        }
+        log(f"WER on the test split: {metrics}")
+    source_info: dict[str, Any] = {"spec": source}
+    prov = Path(hf) / "vidnotes_source.json" if isinstance(hf, Path) else None
+    if prov is not None and prov.is_file():
+        source_info.update(json.loads(prov.read_text()))
+    version = version_id(name, int8)
+    manifest = store.publish(
+        TASK,
+        version,
+        int8,
+        {
+            "name": name,
+            "source": source_info,
+            "quantization": "dynamic int8 (QInt8 weights, onnxruntime quantize_dynamic)",
+            "runtime": {"encoder": "encoder_model.onnx", "decoder": "decoder_model_merged.onnx"},
+            "sizes_mib": {"fp32": round(dir_size_mb(fp32, pattern="*.onnx"), 1), "int8": round(dir_size_mb(int8, pattern="*.onnx"), 1)},
+            "parity": parity,
+            "quality": metrics,
+            "build_seconds": round(time.perf_counter() - t0, 1),
+        },
+    )
+    log(f"published {TASK}/{version} to {store.root} in {manifest['build_seconds']} s")
+    return manifest
+
+
+def _model_name(hf: Path | str) -> str:
+    if isinstance(hf, str):
+        return hf.rsplit("/", 1)[-1]
+    cfg = json.loads((hf / "config.json").read_text())
+    base = {(384, 4): "tiny", (512, 6): "base", (768, 12): "small", (1024, 24): "medium"}.get(
+        (cfg["d_model"], cfg["encoder_layers"]), f"d{cfg['d_model']}"
+    )
+    return base + (".en" if cfg["vocab_size"] == 51864 else "")

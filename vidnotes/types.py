@@ -1,0 +1,59 @@
+"""Typed results shared by the inference core, the writers and the functions."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A stretch of speech with its text; times in seconds from the start of the audio."""
+
+    start: float
+    end: float
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start": round(self.start, 3), "end": round(self.end, 3), "text": self.text}
+
+
+@dataclass(slots=True)
+class Transcript:
+    segments: list[Segment]
+    duration: float
+    language: str = "en"
+    model: str = ""  # "<task>/<version>" of the model that produced it
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text.strip() for s in self.segments if s.text.strip())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "language": self.language,
+            "duration": round(self.duration, 3),
+            "model": self.model,
+            "text": self.text,
+            "segments": [s.to_dict() for s in self.segments],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Transcript:
+        return cls(
+            segments=[Segment(float(s["start"]), float(s["end"]), str(s["text"])) for s in data["segments"]],
+            duration=float(data["duration"]),
+            language=str(data.get("language", "en")),
+            model=str(data.get("model", "")),
+        )
+
+
+@dataclass(slots=True)
+class Summary:
+    text: str
+    key_points: list[str] = field(default_factory=list)
+    summarizer: str = ""  # backend: "bart" or "extractive"
+    model: str = ""  # "<task>/<version>" of the model used
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
