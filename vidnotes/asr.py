@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from vidnotes.audio import SAMPLE_RATE, Window, split_at_silences
+from vidnotes.audio import FRAME, SAMPLE_RATE, Window, frame_energy, split_at_silences
 from vidnotes.features import CHUNK_SECONDS, log_mel_batch
 from vidnotes.onnxutil import make_session
 from vidnotes.tokenizer import TIME_PRECISION, WhisperTokenizer
@@ -26,7 +27,8 @@ from vidnotes.types import Segment, Transcript
 
 @dataclass(frozen=True, slots=True)
 class TranscriptionOptions:
-    batch_size: int = 8  # windows per encoder/decoder call
+    batch_size: int = 8  # windows decoded together
+    encoder_batch_size: int = 1  # windows per encoder call: its attention maps dominate peak memory
     timestamps: bool = True
     language: str | None = "en"
     max_new_tokens: int = 224  # per window, as Whisper's sample_len
@@ -43,7 +45,9 @@ class WindowResult:
     no_speech_prob: float
 
 
-ProgressFn = Callable[[int, int], None]  # (windows done, windows total)
+ProgressFn = Callable[[float, float], None]  # (seconds done, seconds total)
+MIN_TAIL = 1.0  # seconds of unexplained audio at a window end worth decoding again
+MIN_TAIL_SPEECH = 0.5  # of which at least this much must carry speech energy
 
 
 class WhisperOnnx:
@@ -176,24 +180,14 @@ class WhisperOnnx:
 
     # -- public API ----------------------------------------------------------------------
     def transcribe_windows(
-        self,
-        audio: np.ndarray,
-        windows: list[Window],
-        opts: TranscriptionOptions = TranscriptionOptions(),
-        *,
-        progress: ProgressFn | None = None,
-    ) -> Iterator[WindowResult]:
-        """Decode the given windows of ``audio`` in batches, yielding results in order."""
-        done = 0
-        for i in range(0, len(windows), max(1, opts.batch_size)):
-            group = windows[i : i + opts.batch_size]
-            feats = log_mel_batch([audio[w.start : w.end] for w in group], n_mels=self.n_mels)
-            hidden = self.encode(feats)
-            for w, (tokens, avg_lp, nsp) in zip(group, self.decode(hidden, opts)):
-                yield WindowResult(w, tokens, avg_lp, nsp)
-            done += len(group)
-            if progress:
-                progress(done, len(windows))
+        self, audio: np.ndarray, windows: list[Window], opts: TranscriptionOptions = TranscriptionOptions()
+    ) -> list[WindowResult]:
+        """Decode the given windows of ``audio`` together (one encoder and one decoder batch)."""
+        feats = log_mel_batch([audio[w.start : w.end] for w in windows], n_mels=self.n_mels)
+        step = max(1, opts.encoder_batch_size)
+        hidden = np.concatenate([self.encode(feats[i : i + step]) for i in range(0, len(feats), step)])
+        decoded = self.decode(hidden, opts)
+        return [WindowResult(w, toks, lp, nsp) for w, (toks, lp, nsp) in zip(windows, decoded)]
 
     def segments(
         self,
@@ -203,13 +197,37 @@ class WhisperOnnx:
         windows: list[Window] | None = None,
         progress: ProgressFn | None = None,
     ) -> Iterator[Segment]:
-        """Lazily transcribe 16 kHz mono float32 audio of any length into timed segments."""
+        """Lazily transcribe 16 kHz mono float32 audio of any length into timed segments, in order.
+
+        Windows are decoded ``opts.batch_size`` at a time. Whisper sometimes ends a window early,
+        before speech near its end; such a tail (at least ``MIN_TAIL`` s with speech energy after
+        the last segment) is decoded again as a window of its own, so no speech is dropped.
+        ``progress(seconds_done, seconds_total)`` is called after every batch.
+        """
         if windows is None:
             windows = split_at_silences(audio, max_seconds=CHUNK_SECONDS)
-        for res in self.transcribe_windows(audio, windows, opts, progress=progress):
-            if res.no_speech_prob > opts.no_speech_threshold and res.avg_logprob < opts.logprob_threshold:
-                continue  # silence or noise: Whisper would only hallucinate here
-            yield from self.tokens_to_segments(res.tokens, res.window)
+        queue = deque(windows)
+        ready: list[Segment] = []
+        total = len(audio) / SAMPLE_RATE
+        while queue:
+            group = [queue.popleft() for _ in range(min(max(1, opts.batch_size), len(queue)))]
+            tails: list[Window] = []
+            for res in self.transcribe_windows(audio, group, opts):
+                if res.no_speech_prob > opts.no_speech_threshold and res.avg_logprob < opts.logprob_threshold:
+                    continue  # silence or noise: Whisper would only hallucinate here
+                segs = self.tokens_to_segments(res.tokens, res.window)
+                ready += segs
+                tail = _missed_tail(audio, res.window, segs) if opts.timestamps else None
+                if tail is not None:
+                    tails.append(tail)
+            queue.extendleft(reversed(tails))
+            frontier = queue[0].start if queue else len(audio)
+            ready.sort(key=lambda s: s.start)
+            while ready and ready[0].start * SAMPLE_RATE < frontier:
+                yield ready.pop(0)
+            if progress:
+                progress(frontier / SAMPLE_RATE, total)
+        yield from ready
 
     def transcribe(
         self, audio: np.ndarray, opts: TranscriptionOptions = TranscriptionOptions(), *, progress: ProgressFn | None = None
@@ -244,6 +262,21 @@ class WhisperOnnx:
         if text:
             emit(limit - offset)
         return out
+
+
+def _missed_tail(audio: np.ndarray, window: Window, segs: list[Segment]) -> Window | None:
+    """The end of ``window`` after its last segment, if it is long enough and has speech energy."""
+    if not segs:
+        return None
+    tail_start = max(window.start + SAMPLE_RATE // 2, int(segs[-1].end * SAMPLE_RATE))
+    if window.end - tail_start < MIN_TAIL * SAMPLE_RATE:
+        return None
+    energy = frame_energy(audio[window.start : window.end])
+    level = float(np.percentile(energy, 95)) if energy.size else 0.0
+    tail = energy[(tail_start - window.start) // FRAME :]
+    if level <= 0 or np.count_nonzero(tail > 0.1 * level) * FRAME < MIN_TAIL_SPEECH * SAMPLE_RATE:
+        return None
+    return Window(tail_start, window.end)
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:

@@ -21,17 +21,17 @@ def _store(args: argparse.Namespace):  # noqa: ANN202
 
 
 def _progress(desc: str, quiet: bool):  # noqa: ANN202
-    """A callback (done, total) drawing a tqdm bar on stderr."""
+    """A callback (seconds done, seconds total) drawing a tqdm bar on stderr."""
     if quiet:
         return None
     from tqdm import tqdm
 
     bar: dict[str, tqdm] = {}
 
-    def update(done: int, total: int) -> None:
+    def update(done: float, total: float) -> None:
         if "b" not in bar:
-            bar["b"] = tqdm(total=total, desc=desc, unit="window", file=sys.stderr, leave=False)
-        bar["b"].update(done - bar["b"].n)
+            bar["b"] = tqdm(total=round(total, 1), desc=desc, unit="s audio", file=sys.stderr, leave=False)
+        bar["b"].update(round(done - bar["b"].n, 1))
         if done >= total:
             bar["b"].close()
 
