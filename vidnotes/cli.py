@@ -137,7 +137,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             extra = f"  WER int8 {q['wer_onnx_int8']:.2%}" if "wer_onnx_int8" in q else ""
             mark = "*" if v == current else " "
             size = sum(f["bytes"] for f in m["files"].values()) / 2**20
-            print(f"{mark} {task}/{v}  {size:.0f} MiB  {m.get('quantization', '')[:40]}{extra}")
+            print(f"{mark} {task}/{v}  {size:.0f} MiB  {m.get('precision', '?')}{extra}")
     return 0
 
 

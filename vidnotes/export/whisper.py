@@ -139,6 +139,7 @@ def build_whisper(
         {
             "name": name,
             "source": source_info,
+            "precision": "int8",
             "quantization": "dynamic int8 (QInt8 weights, onnxruntime quantize_dynamic)",
             "runtime": {"encoder": "encoder_model.onnx", "decoder": "decoder_model_merged.onnx"},
             "sizes_mib": {"fp32": round(dir_size_mb(fp32, pattern="*.onnx"), 1), "int8": round(dir_size_mb(int8, pattern="*.onnx"), 1)},

@@ -1,0 +1,354 @@
+"""Summarizers: tiny-BART export/parity/map-reduce, MiniLM export/extractive, selection, torch-freedom.
+
+The module fixtures build a tiny random BART and the packaged MiniLM into temporary model stores
+(offline, ~20 s in all); tests that need them are marked ``models``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from vidnotes.store import ModelStore, ModelStoreError  # noqa: E402
+from vidnotes.summarize import (  # noqa: E402
+    BartSummarizer,
+    ExtractiveSummarizer,
+    MiniLMEmbedder,
+    Summarizer,
+    coverage_select,
+    load_summarizer,
+    normalize_ws,
+    sentence_count,
+    split_sentences,
+    text_units,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+TOPICS: dict[str, list[str]] = {
+    "bread": [
+        "Good sourdough bread starts with a lively starter made from flour and water.",
+        "Feed the starter the night before so it is bubbly when you mix the dough.",
+        "Mix the flour, water, salt and starter, then let the dough rest for an hour.",
+        "Stretch and fold the dough every half hour to build gluten strength.",
+        "Shape the loaf tightly and let it proof overnight in the fridge.",
+        "Bake the bread in a hot Dutch oven so the crust turns dark and crisp.",
+        "Let the loaf cool completely before slicing or the crumb will be gummy.",
+    ],
+    "mars": [
+        "The rover landed in Jezero crater on Mars in February.",
+        "Its mission is to search the ancient lake bed for signs of past microbial life.",
+        "The rover drills rock cores and seals them in tubes for a future return mission.",
+        "A small helicopter flew alongside it, the first powered flight on another planet.",
+        "Radio signals take up to twenty minutes to travel between Earth and Mars.",
+        "Engineers plan each day's drive from images the rover sends back to Earth.",
+        "Dust storms on the red planet can cover the solar panels and block sunlight.",
+    ],
+    "tax": [
+        "Your income tax return is due at the end of April.",
+        "Collect your salary statements, bank interest and receipts for deductible expenses.",
+        "Charitable donations and some medical costs can reduce your taxable income.",
+        "If you are self-employed you must also pay quarterly estimated taxes.",
+        "Filing electronically gets your refund to you faster than mailing paper forms.",
+        "Late filing can lead to penalties and interest on the tax you owe.",
+    ],
+}
+TOPIC_OF = {s: t for t, sents in TOPICS.items() for s in sents}
+TALK = " ".join(s for sents in TOPICS.values() for s in sents)  # 20 sentences, 3 topics in blocks
+
+
+def long_text(n_sentences: int) -> str:
+    sents = list(TOPIC_OF)
+    return " ".join(f"In part {i} the speaker said that {sents[i % len(sents)][0].lower()}{sents[i % len(sents)][1:]}" for i in range(n_sentences))
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bart(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    from vidnotes.export.bart import build_tiny_bart, export_bart
+
+    root = tmp_path_factory.mktemp("bart")
+    tiny = build_tiny_bart(root / "tiny-bart", seed=0)
+    store = ModelStore(root / "store")
+    manifest = export_bart(tiny, store, version="tiny-test", work_dir=root / "work")
+    return SimpleNamespace(tiny=tiny, store=store, manifest=manifest, fp32_dir=root / "work" / "bart-fp32")
+
+
+@pytest.fixture(scope="module")
+def minilm(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    from vidnotes.export.minilm import export_minilm
+
+    root = tmp_path_factory.mktemp("minilm")
+    store = ModelStore(root / "store")  # minilm only: no bart
+    manifest = export_minilm(store, work_dir=root / "work", version="minilm-test")
+    return SimpleNamespace(store=store, manifest=manifest)
+
+
+@pytest.fixture(scope="module")
+def full_store(bart: SimpleNamespace, minilm: SimpleNamespace) -> ModelStore:
+    """The BART store with the MiniLM version copied in: both summarizers available."""
+    d, m = minilm.store.fetch("minilm")
+    bart.store.publish("minilm", m["version"], d, m)
+    return bart.store
+
+
+@pytest.fixture(scope="module")
+def bart_summarizer(bart: SimpleNamespace) -> BartSummarizer:
+    d, m = bart.store.fetch("bart")
+    return BartSummarizer.from_dir(d, m)
+
+
+@pytest.fixture(scope="module")
+def extractive(minilm: SimpleNamespace) -> ExtractiveSummarizer:
+    d, m = minilm.store.fetch("minilm")
+    return ExtractiveSummarizer.from_dir(d, m)
+
+
+class _EncoderSpy:
+    """Wraps an InferenceSession and records the token count of every encoder input."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.lengths: list[int] = []
+
+    def run(self, names: Any, feeds: dict[str, np.ndarray]) -> Any:
+        self.lengths.append(int(feeds["input_ids"].shape[1]))
+        return self.session.run(names, feeds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session, name)
+
+
+class _NoRun:
+    def run(self, *a: Any, **k: Any) -> Any:
+        raise AssertionError("a model ran on empty text")
+
+
+# ---------------------------------------------------------------------------------------------
+# Model-free
+# ---------------------------------------------------------------------------------------------
+def test_import_is_torch_free() -> None:
+    code = (
+        "import sys, vidnotes.summarize, vidnotes.onnxutil\n"
+        "bad = [m for m in ('torch', 'transformers', 'optimum', 'sentence_transformers') if m in sys.modules]\n"
+        "print(bad)\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_split_sentences_and_unpunctuated_fallback() -> None:
+    assert split_sentences('He said "stop." Then left!  Why?\nOk.') == ['He said "stop."', "Then left!", "Why?", "Ok."]
+    assert split_sentences("  \n ") == []
+    words = " ".join(f"word{i}" for i in range(130))  # a transcript without punctuation
+    units = text_units(words, max_words=60, window_words=25)
+    assert [len(u.split()) for u in units] == [25, 25, 25, 25, 25, 5]
+    assert " ".join(units) == words
+
+
+def test_coverage_select_covers_clusters_before_repeating() -> None:
+    rng = np.random.default_rng(0)
+    centers = np.eye(8)[:3]
+    sizes = [10, 4, 3]  # unequal topics: the big one must not take every pick
+    emb = np.concatenate([c + 0.15 * rng.standard_normal((n, 8)) for c, n in zip(centers, sizes)])
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = [i for i, n in enumerate(sizes) for _ in range(n)]
+    picked = coverage_select(emb, 3)
+    assert sorted(labels[i] for i in picked) == [0, 1, 2]
+    assert coverage_select(emb, 2, candidates=[0, 11, 15])[0] in (0, 11, 15)
+    assert sentence_count(20) == 3 and sentence_count(400) == 10
+
+
+# ---------------------------------------------------------------------------------------------
+# BART
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.models
+def test_tiny_bart_onnx_fp32_greedy_matches_pytorch(bart: SimpleNamespace) -> None:
+    import torch
+    from transformers import BartForConditionalGeneration, BartTokenizerFast
+
+    tok = BartTokenizerFast.from_pretrained(bart.tiny)
+    model = BartForConditionalGeneration.from_pretrained(bart.tiny).eval()
+    onnx = BartSummarizer.from_dir(bart.fp32_dir, bart.manifest)
+    texts = [
+        "Hi.",
+        "Thank you for calling. Please hold while we connect you to an operator.",
+        "The rover landed in Jezero crater; its mission is to look for signs of past life.",
+        ("Your call is important to us. " * 5).strip(),
+        long_text(40),  # longer than the 256-token encoder: truncated the same way on both sides
+    ]
+    lengths = set()
+    with torch.inference_mode():
+        for text in texts:
+            enc = tok(text, return_tensors="pt", truncation=True)
+            ref = model.generate(**enc, num_beams=1, do_sample=False)[0].tolist()
+            ids = onnx.encode_text(text)
+            assert ids == enc["input_ids"][0].tolist()
+            assert onnx.generate_ids(ids) == ref, text[:60]
+            lengths.add(len(ref))
+    assert len(ids) == 256
+    assert len(lengths) > 1  # both EOS paths (natural stop and forced at max_length) were compared
+
+
+@pytest.mark.models
+def test_bart_manifest_records_generation_quantization_parity(bart: SimpleNamespace) -> None:
+    m = bart.manifest
+    assert m["task"] == "bart" and m["version"] == "tiny-test" and m["precision"] == "int8"
+    assert set(m["files"]) == {
+        "encoder_model.onnx",
+        "decoder_model_merged.onnx",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "config.json",
+        "generation_config.json",
+    }
+    g = m["generation"]
+    assert (g["decoder_start_token_id"], g["bos_token_id"], g["eos_token_id"], g["pad_token_id"]) == (2, 0, 2, 1)
+    assert (g["forced_bos_token_id"], g["forced_eos_token_id"], g["max_position_embeddings"]) == (0, 2, 256)
+    assert (g["no_repeat_ngram_size"], g["min_length"], g["max_length"]) == (3, 12, 40)
+    q = m["quantization"]
+    assert q["weight_type"] == "QInt8" and q["size_mb"]["int8"] < q["size_mb"]["fp32"]
+    assert m["parity"]["fp32"]["all_equal"] and m["parity"]["fp32"]["tokenizer_match"]
+    assert 0.0 <= m["parity"]["int8"]["mean_agreement"] <= 1.0
+    assert len(m["parity"]["int8"]["per_text"]) == m["parity"]["int8"]["texts"] >= 3
+
+
+@pytest.mark.models
+def test_bart_map_reduce_keeps_encoder_inputs_within_limit(bart_summarizer: BartSummarizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = bart_summarizer
+    limit = s.max_input_tokens
+    assert limit == 256
+    text = long_text(150)
+    chunks = s.plan_chunks(text)
+    assert len(chunks) > 1
+    assert " ".join(chunks) == normalize_ws(text)  # nothing lost or reordered
+    sentences = set(split_sentences(text))
+    assert all(set(split_sentences(c)) <= sentences for c in chunks)  # sentence-aligned
+
+    spy = _EncoderSpy(s.encoder)
+    monkeypatch.setattr(s, "encoder", spy)
+    summary, trace = s.summarize_detailed(text)
+    assert trace.chunks_per_round[0] == len(chunks) > 1
+    assert len(trace.chunks_per_round) >= 3 and trace.chunks_per_round[-1] == 1  # reduced more than once
+    assert spy.lengths == trace.encoder_tokens
+    assert max(spy.lengths) <= limit
+    assert summary.summarizer == "bart" and summary.model == "bart/tiny-test"
+    assert summary.key_points
+
+
+@pytest.mark.models
+def test_bart_unpunctuated_transcript_is_cut_to_fit(bart_summarizer: BartSummarizer) -> None:
+    words = " ".join(f"word{i % 97} thing" for i in range(700))
+    chunks = bart_summarizer.plan_chunks(words)
+    assert len(chunks) > 1
+    assert all(len(bart_summarizer.encode_text(c)) <= bart_summarizer.max_input_tokens for c in chunks)
+    assert all(len(bart_summarizer._ids(c)) <= bart_summarizer.max_input_tokens - 2 for c in chunks)  # no truncation
+
+
+# ---------------------------------------------------------------------------------------------
+# MiniLM / extractive
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.models
+def test_minilm_onnx_matches_sentence_transformers(minilm: SimpleNamespace) -> None:
+    from vidnotes.export.minilm import package_model_dir, reference_embeddings
+
+    m = minilm.manifest
+    assert m["task"] == "minilm" and m["pooling"] == "mean" and m["normalize"] is True
+    assert m["parity"]["cosine_published"]["min"] >= 0.99
+    attempts = m["quantization"]["attempts"]  # every int8 variant tried, with its measured cosine
+    assert attempts and all(0.0 < a["cosine"]["min"] <= 1.0 for a in attempts)
+    passed = attempts[-1]["cosine"]["min"] >= 0.99
+    assert m["precision"] == ("int8" if passed else "fp32") and m["quantization"]["applied"] is passed
+    sentences = [
+        "The meeting moved to Thursday because the projector was broken.",
+        "Neural networks learn by adjusting weights with gradient descent.",
+        "ok so",
+        TOPICS["mars"][1],
+        " ".join(["long"] * 300),  # truncated at max_seq_length on both sides
+    ]
+    d, man = minilm.store.fetch("minilm")
+    emb = MiniLMEmbedder.from_dir(d, man).embed(sentences)
+    ref = reference_embeddings(package_model_dir(), sentences)
+    assert emb.shape == ref.shape == (len(sentences), 384)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert float((emb * ref).sum(axis=1).min()) >= 0.99
+
+
+@pytest.mark.models
+def test_extractive_covers_every_topic_in_document_order(extractive: ExtractiveSummarizer) -> None:
+    units = text_units(TALK)
+    assert len(units) == 20
+    summary = extractive.summarize(TALK)
+    chosen = split_sentences(summary.text)
+    assert len(chosen) == sentence_count(20) == 3
+    assert {TOPIC_OF[s] for s in chosen} == set(TOPICS)
+    positions = [units.index(s) for s in chosen]
+    assert positions == sorted(positions)
+    assert summary.key_points == chosen
+    assert summary.summarizer == "extractive" and summary.model == "minilm/minilm-test"
+
+
+@pytest.mark.models
+def test_extractive_skips_filler_and_handles_unpunctuated_text(extractive: ExtractiveSummarizer) -> None:
+    talk = "Okay. Can everyone hear me? " + TALK + " Great question. So, yeah."
+    chosen = split_sentences(extractive.summarize(talk).text)
+    assert {TOPIC_OF.get(s) for s in chosen} == set(TOPICS)
+    flat = normalize_ws(TALK.replace(".", "").replace(",", "")).lower()  # no punctuation at all
+    s = extractive.summarize(flat)
+    assert 3 <= len(s.key_points) <= 5 and all(k in flat for k in s.key_points)
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing a summarizer
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.models
+def test_falls_back_to_extractive_without_bart(minilm: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VIDNOTES_SUMMARIZER", raising=False)
+    assert minilm.store.current("bart") is None
+    s = load_summarizer(minilm.store)
+    assert isinstance(s, ExtractiveSummarizer) and isinstance(s, Summarizer)
+    summary = s.summarize(TALK)
+    assert (summary.summarizer, summary.model) == ("extractive", "minilm/minilm-test")
+    monkeypatch.setenv("VIDNOTES_SUMMARIZER", "bart")
+    with pytest.raises(ModelStoreError):
+        load_summarizer(minilm.store)
+
+
+@pytest.mark.models
+def test_prefers_bart_and_env_forces_choice(full_store: ModelStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VIDNOTES_SUMMARIZER", raising=False)
+    s = load_summarizer(full_store)
+    assert isinstance(s, BartSummarizer)
+    summary = s.summarize(TALK)
+    assert (summary.summarizer, summary.model) == ("bart", "bart/tiny-test")
+    assert summary.to_dict()["model"] == "bart/tiny-test"
+    monkeypatch.setenv("VIDNOTES_SUMMARIZER", "extractive")
+    assert isinstance(load_summarizer(full_store), ExtractiveSummarizer)
+    monkeypatch.setenv("VIDNOTES_SUMMARIZER", "gpt")
+    with pytest.raises(ValueError):
+        load_summarizer(full_store)
+
+
+@pytest.mark.models
+def test_empty_text_runs_no_model(bart_summarizer: BartSummarizer, extractive: ExtractiveSummarizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bart_summarizer, "encoder", _NoRun())
+    monkeypatch.setattr(bart_summarizer, "decoder", _NoRun())
+    monkeypatch.setattr(extractive.embedder, "session", _NoRun())
+    for s, name, model in ((bart_summarizer, "bart", "bart/tiny-test"), (extractive, "extractive", "minilm/minilm-test")):
+        for text in ("", "   \n\t "):
+            summary = s.summarize(text)
+            assert (summary.text, summary.key_points, summary.summarizer, summary.model) == ("", [], name, model)
