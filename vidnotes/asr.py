@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from vidnotes.audio import FRAME, SAMPLE_RATE, Window, frame_energy, split_at_silences
+from vidnotes.audio import FRAME, SAMPLE_RATE, Window, frame_energy, is_silent, split_at_silences
 from vidnotes.features import CHUNK_SECONDS, log_mel_batch
 from vidnotes.onnxutil import make_session
 from vidnotes.tokenizer import TIME_PRECISION, WhisperTokenizer
@@ -206,7 +206,8 @@ class WhisperOnnx:
         """
         if windows is None:
             windows = split_at_silences(audio, max_seconds=CHUNK_SECONDS)
-        queue = deque(windows)
+        # silent windows are not decoded at all: Whisper invents words ("you") in silence
+        queue = deque(w for w in windows if not is_silent(audio[w.start : w.end]))
         ready: list[Segment] = []
         total = len(audio) / SAMPLE_RATE
         while queue:

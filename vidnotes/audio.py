@@ -14,6 +14,7 @@ import numpy as np
 
 SAMPLE_RATE = 16_000
 FRAME = SAMPLE_RATE // 100  # 10 ms energy frames
+SILENCE_DBFS = -60.0  # audio whose loudest 100 ms stays below this is silent
 
 
 class AudioError(RuntimeError):
@@ -69,6 +70,17 @@ def frame_energy(audio: np.ndarray, *, smooth_frames: int = 10) -> np.ndarray:
     if smooth_frames > 1 and n >= smooth_frames:
         rms = np.convolve(rms, np.ones(smooth_frames) / smooth_frames, mode="same")
     return rms.astype(np.float32)
+
+
+def loudest_dbfs(audio: np.ndarray) -> float:
+    """Level of the loudest 100 ms of ``audio`` in dBFS (-inf-safe: at least -240)."""
+    energy = frame_energy(audio)
+    peak = float(energy.max()) if energy.size else 0.0
+    return 20.0 * float(np.log10(max(peak, 1e-12)))
+
+
+def is_silent(audio: np.ndarray) -> bool:
+    return loudest_dbfs(audio) < SILENCE_DBFS
 
 
 def split_at_silences(audio: np.ndarray, *, max_seconds: float = 30.0, min_seconds: float | None = None) -> list[Window]:
