@@ -108,6 +108,14 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from vidnotes.pipeline import run_local
+
+    pdf = run_local(Path(args.video), Path(args.out), store=_store(args))
+    print(pdf)
+    return 0
+
+
 def cmd_models_build(args: argparse.Namespace) -> int:
     store = _store(args)
     work = Path(args.work_dir)
@@ -165,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the Summary as JSON")
     s.set_defaults(func=cmd_summarize)
 
+    r = sub.add_parser(
+        "run",
+        help="notes from a video, all four stages locally (no AWS)",
+        description="Extract, transcribe, summarize and render the notes PDF of VIDEO into OUT/jobs/<job>/; prints the PDF path.",
+    )
+    r.add_argument("video")
+    r.add_argument("--out", default="build/notes", help="results directory (default: %(default)s)")
+    r.set_defaults(func=cmd_run)
+
     m = sub.add_parser("models", help="build or list the model store")
     msub = m.add_subparsers(dest="models_command", required=True)
     b = msub.add_parser("build", help="convert, export, quantize, check and publish models (offline)")
@@ -186,9 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:  # a clear message, not a traceback, for expected failures
         from vidnotes.audio import AudioError
+        from vidnotes.stages import StageFailed
         from vidnotes.store import ModelStoreError
 
-        if isinstance(e, (AudioError, ModelStoreError, FileNotFoundError, ValueError)):
+        if isinstance(e, (AudioError, ModelStoreError, StageFailed, FileNotFoundError, ValueError)):
             print(f"vidnotes: error: {e}", file=sys.stderr)
             return 2
         raise

@@ -1,0 +1,156 @@
+"""Jobs: the payloads between stages (validated), the key layout under a job prefix, status.
+
+Payloads are small JSON documents naming S3 keys, never the bytes (Lambda's synchronous payload
+limit is 6 MB). Every stage writes under ``jobs/<job_id>/`` in the results bucket; the job id is
+the first 16 hex digits of the upload's sha256, so the same content is one job, however often
+it is uploaded and under whatever name.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from vidnotes.storage import Storage
+
+JobId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+S3Key = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+Bucket = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")]
+MAX_CHUNKS_PER_BATCH = 64
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExtractRequest(_Payload):
+    """Input of extract_audio: the uploaded object."""
+
+    bucket: Bucket
+    key: S3Key
+
+
+class ChunkInfo(_Payload):
+    index: int
+    key: str
+    start: float
+    end: float
+
+
+class ExtractResult(_Payload):
+    job_id: JobId
+    results_bucket: str
+    prefix: str
+    duration: float
+    chunks: int
+    batches: list[list[int]]  # chunk indexes per transcribe invocation
+    duplicate: bool = False  # this content was already extracted: nothing was redone
+
+
+class TranscribeRequest(_Payload):
+    job_id: JobId
+    chunks: list[Annotated[int, Field(ge=0, lt=100_000)]] = Field(min_length=1, max_length=MAX_CHUNKS_PER_BATCH)
+
+
+class TranscribeResult(_Payload):
+    job_id: JobId
+    segments_key: str
+    segments: int
+    model: str
+
+
+class JobRequest(_Payload):
+    """Input of summarize and render_pdf: the job, everything else is under its prefix."""
+
+    job_id: JobId
+
+
+class SummarizeResult(_Payload):
+    job_id: JobId
+    transcript_keys: dict[str, str]
+    summary_key: str
+    summarizer: str
+    model: str
+
+
+class RenderResult(_Payload):
+    job_id: JobId
+    pdf_key: str
+
+
+class Layout:
+    """Key names under one job's prefix."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.prefix = f"jobs/{job_id}/"
+
+    def key(self, name: str) -> str:
+        return self.prefix + name
+
+    @property
+    def status(self) -> str:
+        return self.key("status.json")
+
+    @property
+    def source(self) -> str:
+        return self.key("source.json")
+
+    @property
+    def chunks(self) -> str:
+        return self.key("chunks.json")
+
+    def chunk(self, index: int) -> str:
+        return self.key(f"chunks/{index:05d}.wav")
+
+    def segments(self, first_chunk: int) -> str:
+        return self.key(f"segments/{first_chunk:05d}.json")
+
+    def transcript(self, fmt: str) -> str:
+        return self.key(f"transcript.{fmt}")
+
+    @property
+    def summary(self) -> str:
+        return self.key("summary.json")
+
+    @property
+    def pdf(self) -> str:
+        return self.key("notes.pdf")
+
+
+State = Literal["running", "succeeded", "failed"]
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_status(
+    results: Storage, job_id: str, state: State, *, stage: str, error: dict[str, str] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """Record the job's state next to its outputs (``status.json``), merged with what was there."""
+    layout = Layout(job_id)
+    current: dict[str, Any] = {}
+    if results.exists(layout.status):
+        try:
+            current = json.loads(results.get_bytes(layout.status))
+        except (ValueError, UnicodeDecodeError):
+            current = {}
+    current.update({"job_id": job_id, "state": state, "stage": stage, "updated": now(), **extra})
+    if error is not None:
+        current["error"] = error
+    elif state != "failed":
+        current.pop("error", None)
+    results.put_bytes(json.dumps(current, indent=2, ensure_ascii=False).encode(), layout.status, content_type="application/json")
+    return current
+
+
+def read_json(results: Storage, key: str) -> Any:
+    return json.loads(results.get_bytes(key))
+
+
+def put_json(results: Storage, key: str, data: Any) -> None:
+    results.put_bytes(json.dumps(data, indent=2, ensure_ascii=False).encode(), key, content_type="application/json")

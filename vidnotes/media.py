@@ -1,0 +1,103 @@
+"""Checking an upload before any work: is it media, has it sound, how long, how big.
+
+ffprobe and ffmpeg always run as argument lists with time limits, never through a shell.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vidnotes.audio import SAMPLE_RATE, SILENCE_DBFS, AudioError, Window, decode_audio, loudest_dbfs, split_at_silences
+
+
+class InputError(ValueError):
+    """The upload cannot be turned into notes; ``code`` is stable, ``str()`` tells the user why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class MediaInfo:
+    duration: float
+    size: int
+    format_name: str
+    audio_codec: str
+    has_video: bool
+
+
+def probe(path: Path, *, max_bytes: int, max_seconds: float, timeout: float = 60.0) -> MediaInfo:
+    """Facts about ``path``, or an :class:`InputError` saying what is wrong with it."""
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError("empty", "the upload is empty (0 bytes)")
+    if size > max_bytes:
+        raise InputError("too_large", f"the upload is {size / 2**20:.0f} MiB; the limit is {max_bytes / 2**20:.0f} MiB")
+    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise InputError("probe_timeout", f"inspecting the file took longer than {timeout:.0f} s") from e
+    info = json.loads(proc.stdout or b"{}") if proc.returncode == 0 else {}
+    streams = info.get("streams") or []
+    if proc.returncode != 0 or not info.get("format"):
+        reason = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise InputError("not_media", f"the upload is not a readable audio or video file ({reason[-1] if reason else 'unknown format'})")
+    audio = [s for s in streams if s.get("codec_type") == "audio"]
+    if not audio:
+        raise InputError("no_audio", "the file has no audio stream, so there is nothing to transcribe")
+    try:
+        duration = float(info["format"].get("duration") or audio[0].get("duration") or 0.0)
+    except ValueError:
+        duration = 0.0
+    if duration > max_seconds:
+        raise InputError("too_long", f"the recording is {duration / 3600:.1f} h long; the limit is {max_seconds / 3600:.1f} h")
+    return MediaInfo(
+        duration=duration,
+        size=size,
+        format_name=str(info["format"].get("format_name", "")),
+        audio_codec=str(audio[0].get("codec_name", "")),
+        has_video=any(s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic") for s in streams),
+    )
+
+
+def load_speech(path: Path, *, timeout: float) -> np.ndarray:
+    """The audio as 16 kHz mono float32; :class:`InputError` if it cannot be decoded or is silent."""
+    try:
+        audio = decode_audio(path, timeout=timeout)
+    except AudioError as e:
+        raise InputError("undecodable", f"the audio could not be decoded; the file may be truncated or corrupt ({e})") from e
+    if audio.size < SAMPLE_RATE // 10:
+        raise InputError("no_audio", "the audio track is empty (shorter than 0.1 s)")
+    loudest = loudest_dbfs(audio)
+    if loudest < SILENCE_DBFS:
+        raise InputError("silent", f"the audio track is silent (loudest moment {loudest:.0f} dBFS); there is no speech to transcribe")
+    return audio
+
+
+def write_wav(path: Path, audio: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes((np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+
+
+def read_wav(path: Path) -> np.ndarray:
+    with wave.open(str(path), "rb") as w:
+        if w.getframerate() != SAMPLE_RATE or w.getnchannels() != 1 or w.getsampwidth() != 2:
+            raise AudioError(f"{path.name}: expected 16 kHz mono 16-bit WAV")
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
+
+
+def chunk(audio: np.ndarray, *, max_seconds: float = 30.0) -> list[Window]:
+    """Cut at silences into windows of at most ``max_seconds``."""
+    return split_at_silences(audio, max_seconds=max_seconds)

@@ -1,0 +1,50 @@
+"""``vidnotes run``: the four stages in one process on local files, no AWS at all.
+
+The same stage code as the Lambda functions, with directories for buckets: the video's folder
+is the inbox, ``--out`` the results bucket (``<out>/jobs/<job_id>/...``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from vidnotes import jobs, stages
+from vidnotes.storage import LocalStorage
+from vidnotes.store import ModelStore
+
+Say = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_local(video: Path, out_dir: Path, *, store: ModelStore, say: Say = _stderr, limits: stages.Limits | None = None) -> Path:
+    """Notes for ``video``; returns the PDF's path. Raises :class:`~vidnotes.stages.StageFailed`."""
+    from vidnotes.asr import WhisperOnnx
+    from vidnotes.summarize import load_summarizer
+
+    video = Path(video).resolve()
+    limits = limits or stages.Limits.from_env()
+    source = LocalStorage(video.parent, bucket="local")
+    results = LocalStorage(out_dir, bucket="local")
+    t0 = time.perf_counter()
+    req = jobs.ExtractRequest(bucket="local", key=video.name)
+    ext = stages.run_stage("extract_audio", results, None, lambda w: stages.extract_audio(req, source=source, results=results, limits=limits, work=w))
+    say(f"[1/4] extract_audio: {ext.duration:.1f} s of audio in {ext.chunks} chunks, job {ext.job_id}" + (" (seen before)" if ext.duplicate else ""))
+    model_dir, manifest = store.fetch("whisper")
+    model = WhisperOnnx(model_dir, name=f"whisper/{manifest['version']}")
+    for i, batch in enumerate(ext.batches, start=1):
+        treq = jobs.TranscribeRequest(job_id=ext.job_id, chunks=batch)
+        stages.run_stage("transcribe", results, ext.job_id, lambda w: stages.transcribe(treq, results=results, model=model, work=w))
+        say(f"[2/4] transcribe: batch {i}/{len(ext.batches)} ({len(batch)} chunks)")
+    jreq = jobs.JobRequest(job_id=ext.job_id)
+    summarizer = load_summarizer(store)
+    s = stages.run_stage("summarize", results, ext.job_id, lambda w: stages.summarize(jreq, results=results, summarizer=summarizer))
+    say(f"[3/4] summarize: {s.summarizer} ({s.model})")
+    r = stages.run_stage("render_pdf", results, ext.job_id, lambda w: stages.render_pdf(jreq, results=results, work=w))
+    say(f"[4/4] render_pdf: done in {time.perf_counter() - t0:.1f} s")
+    return Path(results.uri(r.pdf_key))

@@ -1,0 +1,264 @@
+"""The four stages of the inference pipeline, written once for Lambda (S3) and local runs.
+
+Each stage reads and writes through :class:`~vidnotes.storage.Storage` under the job prefix
+(``jobs/<job_id>/``), takes a validated request and returns a small result. An input the
+pipeline cannot use raises :class:`~vidnotes.media.InputError`; the caller records it in the
+job's ``status.json`` (see :func:`run_stage`). The upload itself is only ever read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from vidnotes import jobs
+from vidnotes.formats import FORMATS, get_writer
+from vidnotes.jobs import Layout
+from vidnotes.media import InputError, chunk, load_speech, probe, read_wav, write_wav
+from vidnotes.storage import NotFound, Storage
+from vidnotes.types import Segment, Transcript
+
+CONTENT_TYPES = {
+    "json": "application/json",
+    "txt": "text/plain; charset=utf-8",
+    "srt": "application/x-subrip; charset=utf-8",
+    "vtt": "text/vtt; charset=utf-8",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_upload_bytes: int = 2 * 2**30
+    max_seconds: float = 4 * 3600.0
+    chunk_seconds: float = 30.0
+    chunks_per_batch: int = 8  # chunks per transcribe invocation (about 4 minutes of audio)
+    ffmpeg_timeout: float = 600.0
+
+    @classmethod
+    def from_env(cls) -> Limits:
+        env = os.environ
+        return cls(
+            max_upload_bytes=int(env.get("VIDNOTES_MAX_UPLOAD_BYTES", cls.max_upload_bytes)),
+            max_seconds=float(env.get("VIDNOTES_MAX_SECONDS", cls.max_seconds)),
+            chunks_per_batch=int(env.get("VIDNOTES_CHUNKS_PER_BATCH", cls.chunks_per_batch)),
+            ffmpeg_timeout=float(env.get("VIDNOTES_FFMPEG_TIMEOUT", cls.ffmpeg_timeout)),
+        )
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def job_id_for(sha256: str) -> str:
+    return sha256[:16]
+
+
+# -- 1. extract_audio -------------------------------------------------------------------------
+def extract_audio(
+    req: jobs.ExtractRequest, *, source: Storage, results: Storage, limits: Limits, work: Path
+) -> jobs.ExtractResult:
+    """Probe the upload, decode it to 16 kHz mono, cut it at silences into <= 30 s chunks."""
+    try:
+        size = source.size(req.key)
+    except NotFound as e:
+        raise InputError("not_found", f"s3://{req.bucket}/{req.key} does not exist") from e
+    if size > limits.max_upload_bytes:
+        # rejected before download: the job id derives from where the upload is and its size
+        err = InputError("too_large", f"the upload is {size / 2**20:.0f} MiB; the limit is {limits.max_upload_bytes / 2**20:.0f} MiB")
+        err.job_id = job_id_for(hashlib.sha256(f"{req.bucket}/{req.key}/{size}".encode()).hexdigest())  # type: ignore[attr-defined]
+        err.input = {"bucket": req.bucket, "key": req.key, "size": size}  # type: ignore[attr-defined]
+        raise err
+    local = source.download(req.key, work / ("input" + Path(req.key).suffix[:16]))
+    digest = sha256_of(local)
+    job = Layout(job_id_for(digest))
+    input_info = {"bucket": req.bucket, "key": req.key, "uri": source.uri(req.key), "size": size, "sha256": digest}
+    if results.exists(job.chunks):
+        # same content as an earlier upload: its chunks are final, nothing is redone
+        return _extract_result(job, results, read_chunks(results, job), limits, duplicate=True)
+    try:
+        info = probe(local, max_bytes=limits.max_upload_bytes, max_seconds=limits.max_seconds)
+        audio = load_speech(local, timeout=limits.ffmpeg_timeout)
+    except InputError as e:
+        e.job_id = job.job_id  # type: ignore[attr-defined]
+        e.input = input_info  # type: ignore[attr-defined]
+        raise
+    jobs.write_status(results, job.job_id, "running", stage="extract_audio", input=input_info)
+    windows = chunk(audio, max_seconds=limits.chunk_seconds)
+    chunks: list[dict[str, Any]] = []
+    for i, w in enumerate(windows):
+        path = work / f"chunk-{i:05d}.wav"
+        write_wav(path, audio[w.start : w.end])
+        results.upload(path, job.chunk(i), content_type="audio/wav")
+        path.unlink()
+        chunks.append({"index": i, "key": job.chunk(i), "start": w.start / 16000, "end": w.end / 16000})
+    jobs.put_json(
+        results,
+        job.source,
+        {"input": input_info, "duration": len(audio) / 16000, "media": asdict(info)},
+    )
+    jobs.put_json(results, job.chunks, chunks)  # written last: its presence means extraction finished
+    return _extract_result(job, results, chunks, limits, duplicate=False)
+
+
+def read_chunks(results: Storage, job: Layout) -> list[dict[str, Any]]:
+    return list(jobs.read_json(results, job.chunks))
+
+
+def _extract_result(job: Layout, results: Storage, chunks: list[dict[str, Any]], limits: Limits, *, duplicate: bool) -> jobs.ExtractResult:
+    n = len(chunks)
+    step = max(1, min(limits.chunks_per_batch, jobs.MAX_CHUNKS_PER_BATCH))
+    return jobs.ExtractResult(
+        job_id=job.job_id,
+        results_bucket=results.bucket,
+        prefix=job.prefix,
+        duration=round(chunks[-1]["end"] if chunks else 0.0, 3),
+        chunks=n,
+        batches=[list(range(i, min(i + step, n))) for i in range(0, n, step)],
+        duplicate=duplicate,
+    )
+
+
+# -- 2. transcribe ----------------------------------------------------------------------------
+def transcribe(req: jobs.TranscribeRequest, *, results: Storage, model: Any, work: Path) -> jobs.TranscribeResult:
+    """Transcribe a batch of chunks (decoded together) into timed segments of the whole audio."""
+    from vidnotes.asr import TranscriptionOptions
+    from vidnotes.audio import SAMPLE_RATE, Window
+
+    job = Layout(req.job_id)
+    try:
+        table = {c["index"]: c for c in read_chunks(results, job)}
+    except NotFound as e:
+        raise InputError("no_job", f"job {req.job_id} has no extracted audio; run extract_audio first") from e
+    missing = [i for i in req.chunks if i not in table]
+    if missing:
+        raise InputError("bad_chunks", f"job {req.job_id} has no chunks {missing[:10]} (it has {len(table)})")
+    audio_parts, windows, pos = [], [], 0
+    for i in sorted(set(req.chunks)):
+        path = results.download(table[i]["key"], work / f"{i:05d}.wav")
+        part = read_wav(path)
+        audio_parts.append(part)
+        windows.append(Window(pos, pos + len(part)))
+        pos += len(part)
+    import numpy as np
+
+    audio = np.concatenate(audio_parts) if audio_parts else np.zeros(0, dtype=np.float32)
+    segments: list[dict[str, Any]] = []
+    starts = {w.start: table[i]["start"] for w, i in zip(windows, sorted(set(req.chunks)))}
+    bounds = sorted(starts)
+    for seg in model.segments(audio, TranscriptionOptions(batch_size=max(1, len(windows))), windows=windows):
+        # map from the concatenated batch back to the time in the original audio
+        w0 = max(b for b in bounds if b <= seg.start * SAMPLE_RATE + 1e-6)
+        shift = starts[w0] - w0 / SAMPLE_RATE
+        segments.append(Segment(seg.start + shift, seg.end + shift, seg.text).to_dict())
+    key = job.segments(min(req.chunks))
+    jobs.put_json(results, key, {"job_id": req.job_id, "chunks": sorted(set(req.chunks)), "model": model.name, "segments": segments})
+    return jobs.TranscribeResult(job_id=req.job_id, segments_key=key, segments=len(segments), model=model.name)
+
+
+# -- 3. summarize -----------------------------------------------------------------------------
+def merge_segments(results: Storage, job: Layout) -> Transcript:
+    """All segment files of the job, checked complete against its chunks, in time order."""
+    chunks = read_chunks(results, job)
+    covered: set[int] = set()
+    segments: list[Segment] = []
+    models: set[str] = set()
+    for key in results.list(job.key("segments/")):
+        part = jobs.read_json(results, key)
+        covered.update(part["chunks"])
+        models.add(part["model"])
+        segments += [Segment(float(s["start"]), float(s["end"]), str(s["text"])) for s in part["segments"]]
+    missing = sorted({c["index"] for c in chunks} - covered)
+    if missing:
+        raise InputError("incomplete", f"job {job.job_id}: chunks {missing[:10]} are not transcribed yet")
+    segments.sort(key=lambda s: (s.start, s.end))
+    duration = chunks[-1]["end"] if chunks else 0.0
+    return Transcript(segments=segments, duration=duration, model=", ".join(sorted(models)))
+
+
+def summarize(req: jobs.JobRequest, *, results: Storage, summarizer: Any) -> jobs.SummarizeResult:
+    job = Layout(req.job_id)
+    try:
+        transcript = merge_segments(results, job)
+    except NotFound as e:
+        raise InputError("no_job", f"job {req.job_id} has no extracted audio; run extract_audio first") from e
+    keys = {}
+    for fmt in FORMATS:
+        keys[fmt] = job.transcript(fmt)
+        results.put_bytes(get_writer(fmt).render(transcript).encode("utf-8"), keys[fmt], content_type=CONTENT_TYPES[fmt])
+    summary = summarizer.summarize(transcript.text)
+    jobs.put_json(results, job.summary, summary.to_dict())
+    return jobs.SummarizeResult(
+        job_id=req.job_id, transcript_keys=keys, summary_key=job.summary, summarizer=summary.summarizer, model=summary.model
+    )
+
+
+# -- 4. render_pdf ----------------------------------------------------------------------------
+def render_pdf(req: jobs.JobRequest, *, results: Storage, work: Path) -> jobs.RenderResult:
+    from vidnotes.report import NotesDocument, render_notes
+    from vidnotes.types import Summary
+
+    job = Layout(req.job_id)
+    try:
+        transcript = Transcript.from_dict(jobs.read_json(results, job.transcript("json")))
+        summary_data = jobs.read_json(results, job.summary)
+        source = jobs.read_json(results, job.source)
+    except NotFound as e:
+        raise InputError("no_transcript", f"job {req.job_id} has no transcript and summary yet; run summarize first") from e
+    summary = Summary(**summary_data)
+    doc = NotesDocument(
+        title=Path(source["input"]["key"]).stem.replace("_", " ").replace("-", " ").strip() or "Notes",
+        source=source["input"]["uri"],
+        duration=float(source["duration"]),
+        transcript=transcript,
+        summary=summary,
+        job_id=req.job_id,
+    )
+    path = render_notes(doc, work / "notes.pdf")
+    results.upload(path, job.pdf, content_type="application/pdf")
+    jobs.write_status(
+        results,
+        req.job_id,
+        "succeeded",
+        stage="render_pdf",
+        outputs={"pdf": job.pdf, "summary": job.summary, **{f"transcript_{f}": job.transcript(f) for f in FORMATS}},
+    )
+    return jobs.RenderResult(job_id=req.job_id, pdf_key=job.pdf)
+
+
+# -- error recording --------------------------------------------------------------------------
+R = TypeVar("R")
+
+
+class StageFailed(RuntimeError):
+    """What a handler raises for a failed stage: Lambda reports it as the function error."""
+
+
+def run_stage(stage: str, results: Storage, job_id: str | None, fn: Callable[[Path], R]) -> R:
+    """Run ``fn(workdir)``; on a failure, record it in the job's status.json and raise
+    :class:`StageFailed` with a message a user can act on."""
+    with tempfile.TemporaryDirectory(prefix=f"vidnotes-{stage}-") as tmp:
+        try:
+            return fn(Path(tmp))
+        except InputError as e:
+            jid = getattr(e, "job_id", None) or job_id
+            msg = f"{stage}: {e}"
+            if jid:
+                extra = {"input": e.input} if hasattr(e, "input") else {}
+                jobs.write_status(results, jid, "failed", stage=stage, error={"code": e.code, "message": str(e)}, **extra)
+                msg += f" (job {jid}: s3://{results.bucket}/jobs/{jid}/status.json)"
+            raise StageFailed(msg) from e
+        except Exception as e:
+            if job_id:
+                jobs.write_status(
+                    results, job_id, "failed", stage=stage, error={"code": "internal", "message": f"{type(e).__name__}: {e}"}
+                )
+            raise
