@@ -87,6 +87,13 @@ def extract_audio(
     try:
         info = probe(local, max_bytes=limits.max_upload_bytes, max_seconds=limits.max_seconds)
         audio = load_speech(local, timeout=limits.ffmpeg_timeout)
+        decoded = len(audio) / 16000
+        if info.duration > 0 and decoded < 0.9 * info.duration - 1.0:
+            raise InputError(
+                "truncated",
+                f"the file ends early: it declares {info.duration:.1f} s but only {decoded:.1f} s of audio could be "
+                "decoded; the upload may be incomplete, upload the whole file again",
+            )
     except InputError as e:
         e.job_id = job.job_id  # type: ignore[attr-defined]
         e.input = input_info  # type: ignore[attr-defined]
