@@ -12,7 +12,7 @@ OUT ?= build/demo
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup system-deps venv models test bench demo lint clean
+.PHONY: help setup system-deps venv models test bench demo lint clean up down stack-status
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,7 +23,7 @@ system-deps:  ## Debian packages (apt-get): ffmpeg, espeak-ng, sox, poppler-util
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[export,bench,dev,s3]'
+	$(BIN)/pip install -q -e '.[export,bench,dev,s3,lambda]'
 	@touch $@
 
 venv: $(BIN)/.installed  ## Python deps into .venv (torch 2.13.0 CPU)
@@ -51,5 +51,15 @@ bench: models  ## side-by-side ASR benchmark -> bench/results/
 demo: models  ## notes from a video (VIDEO=path, default: a generated sample talk); prints the result path last
 	VIDNOTES_MODEL_STORE=$(abspath $(STORE)) scripts/demo.sh "$(VIDEO)" "$(OUT)"
 
-clean:  ## remove build outputs (keeps .venv and the model store)
+up: models  ## local stack: LocalStack S3/SQS on :4566, Lambda on :9001 (docs/local-stack.md)
+	VIDNOTES_MODELS_DIR=$(abspath $(STORE)) VENV=$(VENV) localstack/stack.sh up
+
+down:  ## stop the local stack (everything `make up` started)
+	VENV=$(VENV) localstack/stack.sh down
+
+stack-status:  ## processes and health of the local stack
+	VENV=$(VENV) localstack/stack.sh status
+
+clean:  ## stop the stack, remove build outputs (keeps .venvs and the model store)
+	-localstack/stack.sh down
 	rm -rf build .pytest_cache

@@ -1,0 +1,340 @@
+#!/usr/bin/env bash
+# The vidnotes local stack, without Docker:
+#   LocalStack Community in host mode (S3, SQS, STS, IAM)   http://localhost:${VIDNOTES_LOCALSTACK_PORT:-4566}
+#   the Lambda gateway (localstack/gateway.py) in front of
+#   aws-lambda-rie processes, one per function slot          http://localhost:${VIDNOTES_LAMBDA_PORT:-9001}
+#
+#   localstack/stack.sh up        set up if needed, start everything, wait until healthy
+#   localstack/stack.sh down      stop everything it started (by pid, process groups), idempotent
+#   localstack/stack.sh status    each process and its health
+#   localstack/stack.sh logs [-f] the logs (build/stack/logs/*.log); -f follows them
+#   localstack/stack.sh env       exports for a shell: eval "$(localstack/stack.sh env)"
+#
+# Pid files: build/stack/run/*.pid; logs: build/stack/logs/<name>.log. See docs/local-stack.md.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STACK=${VIDNOTES_STACK_DIR:-$ROOT/build/stack}
+BIN=${VIDNOTES_STACK_BIN:-$ROOT/build/stack/bin}
+RUN=$STACK/run
+LOGS=$STACK/logs
+STATE=$STACK/state
+MAIN_VENV=${VENV:-.venv}
+[[ $MAIN_VENV = /* ]] || MAIN_VENV=$ROOT/$MAIN_VENV
+LS_VENV=$ROOT/.venv-localstack
+LS_PORT=${VIDNOTES_LOCALSTACK_PORT:-4566}
+LAMBDA_PORT=${VIDNOTES_LAMBDA_PORT:-9001}
+FN_BASE_PORT=${VIDNOTES_FUNCTION_BASE_PORT:-9101}
+REGION=${VIDNOTES_REGION:-us-east-1}
+FUNCTIONS=${VIDNOTES_FUNCTIONS_CONFIG:-$ROOT/functions/functions.json}
+MODELS=${VIDNOTES_MODELS_DIR:-$ROOT/models}
+TIMEOUT=${VIDNOTES_STACK_TIMEOUT:-90}
+SERVICES=${VIDNOTES_LOCALSTACK_SERVICES:-s3,sqs,sts,iam}
+LS_URL=http://127.0.0.1:$LS_PORT
+GW_URL=http://127.0.0.1:$LAMBDA_PORT
+INIT_SCRIPT=$ROOT/localstack/init/ready.d/10-resources.sh
+
+say() { echo "stack: $*" >&2; }
+die() { say "ERROR: $*"; exit 1; }
+
+# ---------------------------------------------------------------- processes
+# pid_of NAME PATTERN: the pid in run/NAME.pid if that process is alive and its command line
+# contains PATTERN (so a stale pid file never makes us signal an unrelated process).
+pid_of() {
+    local f=$RUN/$1.pid pid
+    [[ -f $f ]] || return 1
+    pid=$(<"$f")
+    [[ $pid =~ ^[0-9]+$ && -r /proc/$pid/cmdline ]] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$2" || return 1
+    echo "$pid"
+}
+
+# group_alive PGID: any non-zombie process left in that process group?
+group_alive() {
+    ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ {found = 1} END {exit !found}'
+}
+
+# spawn NAME CMD...: start CMD as the leader of a new session/process group, log to logs/NAME.log.
+spawn() {
+    local name=$1
+    shift
+    mkdir -p "$RUN" "$LOGS"
+    echo "=== $(date -u +%FT%TZ) $*" >>"$LOGS/$name.log"
+    setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+    echo $! >"$RUN/$name.pid"
+}
+
+descendants() {
+    local c
+    for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+        echo "$c"
+        descendants "$c"
+    done
+}
+
+alive() { ps -o stat= -p "$1" 2>/dev/null | grep -qv '^Z'; }
+
+# stop NAME PATTERN GRACE: TERM the process group, KILL it after GRACE seconds; then the
+# descendants that live in other groups (the runtime an aws-lambda-rie starts), if any are left.
+stop() {
+    local name=$1 pattern=$2 grace=$3 pid i kids k left
+    if ! pid=$(pid_of "$name" "$pattern"); then
+        rm -f "$RUN/$name.pid"
+        return 0
+    fi
+    say "stopping $name (pid $pid)"
+    kids=$(descendants "$pid")
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < grace * 10; i++)); do
+        group_alive "$pid" || break
+        sleep 0.1
+    done
+    if group_alive "$pid"; then
+        say "$name did not stop in ${grace} s: SIGKILL"
+        kill -KILL -- "-$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true   # our own child when `up` fails half way
+    for ((i = 0; i < 30; i++)); do
+        left=
+        for k in $kids; do alive "$k" && left+=" $k"; done
+        [[ -z $left ]] && break
+        ((i == 0)) && kill -TERM $left 2>/dev/null
+        sleep 0.1
+    done
+    if [[ -n $left ]]; then
+        say "$name left processes behind:$left: SIGKILL"
+        kill -KILL $left 2>/dev/null || true
+    fi
+    rm -f "$RUN/$name.pid"
+}
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+log_tail() {
+    say "last lines of $1:"
+    tail -n "${2:-30}" "$1" >&2 || true
+}
+
+# ---------------------------------------------------------------- LocalStack
+start_localstack() {
+    local pid fsroot=$STACK/localstack
+    if pid=$(pid_of localstack localstack.runtime.main); then
+        say "localstack already running (pid $pid)"
+        return 0
+    fi
+    port_busy "$LS_PORT" && die "port $LS_PORT is in use by another process (set VIDNOTES_LOCALSTACK_PORT)"
+    # Host mode reads init hooks from $FILESYSTEM_ROOT/etc/localstack/init/<stage>.d
+    # (localstack/config.py Directories.for_host): point that at localstack/init.
+    mkdir -p "$fsroot/etc/localstack"
+    if [[ -d $fsroot/etc/localstack/init && ! -L $fsroot/etc/localstack/init ]]; then
+        rm -rf "$fsroot/etc/localstack/init"
+    fi
+    ln -sfn "$ROOT/localstack/init" "$fsroot/etc/localstack/init"
+    say "starting LocalStack on $LS_URL (services $SERVICES)"
+    (
+        cd "$STACK"   # not the repo root, where ./localstack (this directory) sits on sys.path
+        export GATEWAY_LISTEN=127.0.0.1:$LS_PORT OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT=$fsroot \
+            SERVICES=$SERVICES LOCALSTACK_HOST=localhost:$LS_PORT SQS_ENDPOINT_STRATEGY=off \
+            DNS_ADDRESS=0 SKIP_SSL_CERT_DOWNLOAD=1 DISABLE_EVENTS=1 PERSISTENCE=0 \
+            AWS_DEFAULT_REGION=$REGION VIDNOTES_REGION=$REGION VIDNOTES_LOCALSTACK_PORT=$LS_PORT
+        spawn localstack "$LS_VENV/bin/python" -m localstack.runtime.main
+    )
+}
+
+wait_localstack() {
+    local t0=$SECONDS ready pid
+    until curl -sf "$LS_URL/_localstack/health" >/dev/null 2>&1; do
+        pid_of localstack localstack.runtime.main >/dev/null || {
+            log_tail "$LOGS/localstack.log"
+            die "LocalStack exited during startup"
+        }
+        if ((SECONDS - t0 > TIMEOUT)); then
+            log_tail "$LOGS/localstack.log"
+            die "LocalStack not healthy after ${TIMEOUT} s ($LS_URL/_localstack/health)"
+        fi
+        sleep 0.2
+    done
+    # The ready.d hooks run after the health endpoint answers; wait for that stage to finish.
+    until ready=$(curl -sf "$LS_URL/_localstack/init/ready") && [[ $(init_state "$ready") != RUNNING ]]; do
+        if ((SECONDS - t0 > TIMEOUT)); then
+            log_tail "$LOGS/localstack.log"
+            die "LocalStack init hooks not finished after ${TIMEOUT} s"
+        fi
+        sleep 0.2
+    done
+    say "LocalStack ready after $((SECONDS - t0)) s"
+    if [[ $(init_state "$ready") != SUCCESSFUL ]]; then
+        say "the ready.d hook did not report success ($ready); running $INIT_SCRIPT directly"
+        VIDNOTES_LOCALSTACK_PORT=$LS_PORT VIDNOTES_REGION=$REGION "$INIT_SCRIPT" \
+            || die "creating the resources failed"
+    fi
+}
+
+# init_state JSON: RUNNING until the ready stage completed, then the state of 10-resources.sh
+# (SUCCESSFUL, ERROR, or MISSING when LocalStack did not find the hook).
+init_state() {
+    "$MAIN_VENV/bin/python" -c '
+import json, sys
+doc = json.loads(sys.argv[1])
+if not doc.get("completed"):
+    print("RUNNING")
+else:
+    states = [s["state"] for s in doc.get("scripts", []) if s["name"] == "10-resources.sh"]
+    print(states[0] if states else "MISSING")
+' "$1"
+}
+
+aws_local() {
+    AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=$REGION \
+        env -u AWS_PROFILE -u AWS_SESSION_TOKEN aws --endpoint-url "$LS_URL" "$@"
+}
+
+sync_models() {
+    if [[ -d $MODELS ]]; then
+        say "syncing $MODELS -> s3://vidnotes-models/store/"
+        aws_local s3 sync --only-show-errors "$MODELS/" s3://vidnotes-models/store/
+    else
+        say "no model store at $MODELS (make models builds it): s3://vidnotes-models/store/ stays empty"
+    fi
+}
+
+# ---------------------------------------------------------------- Lambda gateway
+start_gateway() {
+    local pid
+    if pid=$(pid_of gateway localstack/gateway.py); then
+        say "lambda gateway already running (pid $pid)"
+        return 0
+    fi
+    port_busy "$LAMBDA_PORT" && die "port $LAMBDA_PORT is in use by another process (set VIDNOTES_LAMBDA_PORT)"
+    # Like LocalStack (no persistence), a fresh stack forgets UpdateFunctionConfiguration changes.
+    rm -rf "$STATE"
+    mkdir -p "$STATE"
+    say "starting the lambda gateway on $GW_URL (functions from $FUNCTIONS, processes from port $FN_BASE_PORT)"
+    spawn gateway "$MAIN_VENV/bin/python" "$ROOT/localstack/gateway.py" \
+        --config "$FUNCTIONS" --root "$ROOT" --port "$LAMBDA_PORT" --base-port "$FN_BASE_PORT" \
+        --endpoint-url "$LS_URL" --region "$REGION" --state-dir "$STATE" --log-dir "$LOGS" \
+        --run-dir "$RUN" --rie "$BIN/aws-lambda-rie" --python "$MAIN_VENV/bin/python"
+}
+
+wait_gateway() {
+    local t0=$SECONDS health
+    until health=$(curl -sf "$GW_URL/health" 2>/dev/null); do
+        pid_of gateway localstack/gateway.py >/dev/null || {
+            log_tail "$LOGS/gateway.log"
+            die "the lambda gateway exited during startup"
+        }
+        if ((SECONDS - t0 > TIMEOUT)); then
+            log_tail "$LOGS/gateway.log"
+            die "the lambda gateway did not answer $GW_URL/health in ${TIMEOUT} s"
+        fi
+        sleep 0.1
+    done
+    if [[ $health != '{"status": "ok"'* ]]; then
+        echo "$health" | "$MAIN_VENV/bin/python" -m json.tool >&2 || echo "$health" >&2
+        log_tail "$LOGS/gateway.log"
+        die "some functions failed to start (above)"
+    fi
+    "$MAIN_VENV/bin/python" - "$health" <<'EOF'
+import json, sys
+h = json.loads(sys.argv[1])
+for name, f in h["functions"].items():
+    ports = ", ".join(str(i["port"]) for i in f["instances"])
+    extra = f" ({f['reason']})" if f["state"] != "Active" else ""
+    print(f"stack:   {name:24s} {f['state']:8s} rie ports {ports}{extra}", file=sys.stderr)
+EOF
+}
+
+# ---------------------------------------------------------------- commands
+cmd_up() {
+    local t0=$SECONDS
+    "$ROOT/localstack/setup.sh"
+    [[ -f $FUNCTIONS ]] || die "no functions config at $FUNCTIONS"
+    mkdir -p "$RUN" "$LOGS"
+    if ! (start_localstack && wait_localstack && sync_models && start_gateway && wait_gateway); then
+        say "up failed: stopping what runs"
+        cmd_down
+        exit 1
+    fi
+    say "up in $((SECONDS - t0)) s: S3/SQS $LS_URL, Lambda $GW_URL, logs $LOGS"
+}
+
+cmd_down() {
+    local f name
+    stop gateway localstack/gateway.py 20
+    # RIE processes the gateway could not stop (it was killed): their pid files remain.
+    for f in "$RUN"/rie-*.pid; do
+        [[ -e $f ]] || continue
+        name=$(basename "$f" .pid)
+        stop "$name" aws-lambda-rie 5
+    done
+    stop localstack localstack.runtime.main 30
+}
+
+cmd_status() {
+    local name pattern pid rc=0
+    for name in localstack gateway; do
+        pattern=localstack.runtime.main
+        [[ $name == gateway ]] && pattern=localstack/gateway.py
+        if pid=$(pid_of "$name" "$pattern"); then
+            printf '%-12s running  pid %-8s log %s\n' "$name" "$pid" "$LOGS/$name.log"
+        else
+            printf '%-12s stopped\n' "$name"
+            rc=1
+        fi
+    done
+    if curl -sf "$LS_URL/_localstack/health" -o "$RUN/.ls-health" 2>/dev/null; then
+        "$MAIN_VENV/bin/python" - "$RUN/.ls-health" "$SERVICES" <<'EOF'
+import json, sys
+h = json.load(open(sys.argv[1]))
+svc = {s: h["services"].get(s, "?") for s in sys.argv[2].split(",")}
+print(f"localstack   {h.get('edition', '')} {h.get('version', '')}: " +
+      ", ".join(f"{k} {v}" for k, v in svc.items()))
+EOF
+        rm -f "$RUN/.ls-health"
+    else
+        echo "localstack   health: no answer on $LS_URL"
+    fi
+    if curl -sf "$GW_URL/health" -o "$RUN/.gw-health" 2>/dev/null; then
+        "$MAIN_VENV/bin/python" - "$RUN/.gw-health" <<'EOF'
+import json, sys
+h = json.load(open(sys.argv[1]))
+print(f"gateway      health: {h['status']}")
+for name, f in h["functions"].items():
+    inst = "; ".join(f"port {i['port']} pid {i['pid']} {'alive' if i['alive'] else 'DEAD'}"
+                     f"{' busy' if i['busy'] else ''} invocations {i['invocations']}"
+                     for i in f["instances"])
+    reason = f" ({f['reason']})" if f.get("reason") else ""
+    print(f"  {name:24s} {f['state']:8s} {inst}{reason}")
+EOF
+        rm -f "$RUN/.gw-health"
+    else
+        echo "gateway      health: no answer on $GW_URL"
+    fi
+    return $rc
+}
+
+cmd_logs() {
+    shopt -s nullglob
+    local logs=("$LOGS"/*.log)
+    ((${#logs[@]})) || die "no logs in $LOGS"
+    if [[ ${1:-} == -f ]]; then
+        exec tail -n 20 -F "${logs[@]}"
+    fi
+    tail -n 40 "${logs[@]}"
+}
+
+cmd_env() {
+    cat <<EOF
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=$REGION
+export AWS_ENDPOINT_URL=http://localhost:$LS_PORT AWS_ENDPOINT_URL_LAMBDA=http://localhost:$LAMBDA_PORT
+EOF
+}
+
+case ${1:-} in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    logs) cmd_logs "${2:-}" ;;
+    env) cmd_env ;;
+    *) echo "usage: $0 up|down|status|logs [-f]|env" >&2; exit 2 ;;
+esac
