@@ -43,7 +43,7 @@ endif
 	@$(BIN)/vidnotes --store $(STORE) models list
 
 test: models  ## the whole test suite (sets up and builds models first)
-	VIDNOTES_MODEL_STORE=$(abspath $(STORE)) $(BIN)/python -m pytest -q tests
+	PATH="$(abspath $(BIN)):$$PATH" VIDNOTES_MODEL_STORE=$(abspath $(STORE)) $(BIN)/python -m pytest -q tests
 
 bench: models  ## side-by-side ASR benchmark -> bench/results/
 	VIDNOTES_MODEL_STORE=$(abspath $(STORE)) $(BIN)/python bench/bench_asr.py

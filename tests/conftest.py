@@ -35,3 +35,16 @@ def transcripts() -> dict[str, str]:
 
 def load(rec: Recording) -> np.ndarray:
     return decode_audio(rec.path, input_format="g722")
+
+
+@pytest.fixture(scope="session")
+def live_stack(store, tmp_path_factory):
+    """The whole local stack (LocalStack, gateway, the four functions) with the model store
+    synced to S3, on free ports; stopped at the end of the session."""
+    import subprocess
+
+    from stackutil import stack_up
+
+    subprocess.run([str(REPO / "localstack" / "setup.sh")], check=True, timeout=900)
+    with stack_up(tmp_path_factory.mktemp("stack"), models=Path(store.root)) as stack:
+        yield stack
