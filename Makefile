@@ -60,6 +60,9 @@ down:  ## stop the local stack (everything `make up` started)
 stack-status:  ## processes and health of the local stack
 	VENV=$(VENV) localstack/stack.sh status
 
+lint:  ## ruff over the repository (also part of make test)
+	$(BIN)/ruff check .
+
 clean:  ## stop the stack, remove build outputs (keeps .venvs and the model store)
 	-localstack/stack.sh down
 	rm -rf build .pytest_cache

@@ -25,7 +25,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from vidnotes.export.ct2 import (  # noqa: E402
     CT2FormatError,
-    ct2_to_transformers,
     read_ct2_model,
     resolve_whisper_source,
 )

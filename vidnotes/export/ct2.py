@@ -455,7 +455,7 @@ def _special_ids(tokenizer_json: dict[str, Any]) -> dict[str, int]:
 
 def _write_tokenizer(src_tokenizer: Path, out_dir: Path, vocab_size: int) -> dict[str, Any]:
     """Write fast + slow tokenizer files; add the timestamp tokens CTranslate2 has in its vocab."""
-    from transformers import AddedToken, WhisperTokenizer, WhisperTokenizerFast
+    from transformers import AddedToken, WhisperTokenizerFast
 
     tj = json.loads(src_tokenizer.read_text(encoding="utf-8"))
     added = sorted(tj.get("added_tokens", []), key=lambda t: t["id"])
