@@ -21,6 +21,7 @@ from vidnotes.formats import FORMATS, get_writer
 from vidnotes.jobs import Layout
 from vidnotes.media import InputError, chunk, load_speech, probe, read_wav, write_wav
 from vidnotes.storage import NotFound, Storage
+from vidnotes.store import sha256_file
 from vidnotes.types import Segment, Transcript
 
 CONTENT_TYPES = {
@@ -50,14 +51,6 @@ class Limits:
         )
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def job_id_for(sha256: str) -> str:
     return sha256[:16]
 
@@ -78,7 +71,7 @@ def extract_audio(
         err.input = {"bucket": req.bucket, "key": req.key, "size": size}  # type: ignore[attr-defined]
         raise err
     local = source.download(req.key, work / ("input" + Path(req.key).suffix[:16]))
-    digest = sha256_of(local)
+    digest = sha256_file(local)
     job = Layout(job_id_for(digest))
     input_info = {"bucket": req.bucket, "key": req.key, "uri": source.uri(req.key), "size": size, "sha256": digest}
     if results.exists(job.chunks):

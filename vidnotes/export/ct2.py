@@ -41,7 +41,6 @@ Weight mapping, CTranslate2 -> transformers (``WhisperLoader``/``BartLoader`` in
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -56,6 +55,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vidnotes.store import sha256_file
 
 __all__ = [
     "CT2FormatError",
@@ -595,14 +596,6 @@ def _umask() -> int:
     return mask
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def ct2_to_transformers(
     src: Path | str,
     out_dir: Path | str,
@@ -636,7 +629,7 @@ def ct2_to_transformers(
     if not tokenizer_path.is_file():
         raise CT2FormatError(f"{src}: no tokenizer.json (needed for the transformers tokenizer)")
     _log(progress, f"reading {src / 'model.bin'}")
-    sha = _sha256(src / "model.bin")
+    sha = sha256_file(src / "model.bin")
     header, variables = read_ct2_model(src, dequantize=True, progress=progress)
     sd, dims = _map_weights(variables, header)
     del variables
@@ -805,7 +798,7 @@ def _is_transformers_whisper(path: Path) -> bool:
 
 def _converted(ct2_dir: Path, out_dir: Path, source: dict[str, Any], *, progress: bool) -> Path:
     """Convert ``ct2_dir`` into ``out_dir`` unless an up-to-date conversion is already there."""
-    sha = _sha256(ct2_dir / "model.bin")
+    sha = sha256_file(ct2_dir / "model.bin")
     rec_path = out_dir / SOURCE_FILE
     if rec_path.is_file() and (out_dir / WEIGHTS_FILE).is_file():
         try:
@@ -875,7 +868,7 @@ def resolve_whisper_source(
         if _is_transformers_whisper(path):
             return path
         if (path / "model.bin").is_file():
-            sha = _sha256(path / "model.bin")
+            sha = sha256_file(path / "model.bin")
             out = cache / "transformers" / f"{path.resolve().name}-{sha[:12]}"
             return _converted(path, out, {"package": None, "version": None, "local_dir": str(path.resolve())}, progress=progress)
         raise ValueError(f"{path} is neither a transformers Whisper nor a CTranslate2 model directory")

@@ -47,7 +47,9 @@ def torch_greedy(hf_dir: Path | str, audios: list[np.ndarray], *, max_new_tokens
     """Greedy tokens from transformers' ``generate`` in PyTorch fp32 (the reference)."""
     import torch
     from transformers import WhisperForConditionalGeneration
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.set_verbosity_error()  # generate() warns about the converted generation config
     model = WhisperForConditionalGeneration.from_pretrained(hf_dir).eval()
     n_mels = model.config.num_mel_bins
     eot = model.generation_config.eos_token_id
