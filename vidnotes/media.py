@@ -26,7 +26,8 @@ class InputError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class MediaInfo:
-    duration: float
+    duration: float  # the container's (longest stream)
+    audio_duration: float  # the audio stream's, as its header declares (0 when unknown)
     size: int
     format_name: str
     audio_codec: str
@@ -59,8 +60,13 @@ def probe(path: Path, *, max_bytes: int, max_seconds: float, timeout: float = 60
         duration = 0.0
     if duration > max_seconds:
         raise InputError("too_long", f"the recording is {duration / 3600:.1f} h long; the limit is {max_seconds / 3600:.1f} h")
+    try:
+        audio_duration = float(audio[0].get("duration") or 0.0)
+    except ValueError:
+        audio_duration = 0.0
     return MediaInfo(
         duration=duration,
+        audio_duration=audio_duration,
         size=size,
         format_name=str(info["format"].get("format_name", "")),
         audio_codec=str(audio[0].get("codec_name", "")),

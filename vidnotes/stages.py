@@ -81,10 +81,11 @@ def extract_audio(
         info = probe(local, max_bytes=limits.max_upload_bytes, max_seconds=limits.max_seconds)
         audio = load_speech(local, timeout=limits.ffmpeg_timeout)
         decoded = len(audio) / 16000
-        if info.duration > 0 and decoded < 0.9 * info.duration - 1.0:
+        declared = info.audio_duration  # not the container's: a video may run on after its sound ends
+        if declared > 0 and decoded < 0.9 * declared - 1.0:
             raise InputError(
                 "truncated",
-                f"the file ends early: it declares {info.duration:.1f} s but only {decoded:.1f} s of audio could be "
+                f"the file ends early: its audio declares {declared:.1f} s but only {decoded:.1f} s could be "
                 "decoded; the upload may be incomplete, upload the whole file again",
             )
     except InputError as e:

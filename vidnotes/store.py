@@ -59,6 +59,7 @@ class ModelStore:
     def __init__(self, root: str | os.PathLike[str], *, cache_dir: str | os.PathLike[str] | None = None) -> None:
         root_s = str(root)
         self.root = root_s
+        self._s3_client: Any = None
         if root_s.startswith("s3://"):
             bucket, _, prefix = root_s[5:].partition("/")
             if not bucket:
@@ -76,9 +77,12 @@ class ModelStore:
 
     # -- low-level I/O -------------------------------------------------------------------
     def _client(self) -> Any:
-        import boto3  # only for S3 roots
+        if self._s3_client is None:
+            import boto3  # only for S3 roots
 
-        return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+            self._s3_client = boto3.client("s3", endpoint_url=endpoint)
+        return self._s3_client
 
     def _read_text(self, *parts: str) -> str | None:
         if self._s3 is None:
