@@ -12,7 +12,7 @@ OUT ?= build/demo
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup system-deps venv models test bench demo lint clean up down stack-status
+.PHONY: help setup system-deps venv models test bench bench-fanout demo lint clean up down stack-status airflow airflow-down airflow-status
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,10 +23,11 @@ system-deps:  ## Debian packages (apt-get): ffmpeg, espeak-ng, sox, poppler-util
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[export,bench,dev,s3,lambda]'
+	$(BIN)/pip install -q -e '.[export,bench,dev,s3,lambda,airflow,train,notebook]'
+	$(BIN)/pip check
 	@touch $@
 
-venv: $(BIN)/.installed  ## Python deps into .venv (torch 2.13.0 CPU)
+venv: $(BIN)/.installed  ## Python deps into .venv (torch 2.13.0 CPU, Airflow 3.3.2)
 
 setup: system-deps venv
 
@@ -60,9 +61,22 @@ down:  ## stop the local stack (everything `make up` started)
 stack-status:  ## processes and health of the local stack
 	VENV=$(VENV) localstack/stack.sh status
 
+airflow: up  ## Airflow on :8080 (api-server, scheduler, dag-processor, triggerer) over the local stack (docs/airflow.md)
+	VENV=$(VENV) scripts/airflow.sh up
+
+airflow-down:  ## stop Airflow (`make down` stops the stack)
+	VENV=$(VENV) scripts/airflow.sh down
+
+airflow-status:  ## Airflow's processes and health
+	VENV=$(VENV) scripts/airflow.sh status
+
+bench-fanout: models  ## 20 min of real speech through the stack: transcribe fanned out vs one invocation
+	VIDNOTES_MODELS_DIR=$(abspath $(STORE)) $(BIN)/python bench/bench_fanout.py
+
 lint:  ## ruff over the repository (also part of make test)
 	$(BIN)/ruff check .
 
-clean:  ## stop the stack, remove build outputs (keeps .venvs and the model store)
+clean:  ## stop Airflow and the stack, remove build outputs (keeps .venvs and the model store)
+	-scripts/airflow.sh down
 	-localstack/stack.sh down
 	rm -rf build .pytest_cache

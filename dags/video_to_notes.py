@@ -1,0 +1,296 @@
+"""vidnotes on Airflow: an upload to the inbox bucket becomes a transcript, a summary and a PDF.
+
+Two DAGs (docs/airflow.md):
+
+``video_to_notes_uploads`` (event-driven, ``schedule=[VIDNOTES_UPLOADS]``)
+    S3 ``ObjectCreated`` on the inbox bucket -> SQS queue -> the asset ``vidnotes_uploads``, whose
+    ``AssetWatcher`` (``MessageQueueTrigger(scheme="sqs")``, run by the triggerer) turns each batch
+    of queue messages into an asset event. ``parse_trigger`` reads the uploads out of the events'
+    ``extra`` (S3 notifications, keys URL-decoded, ``s3:TestEvent`` skipped, every record its own
+    upload); ``start_jobs`` (``TriggerDagRunOperator`` mapped over the uploads) starts one
+    ``video_to_notes`` run per upload, with a run id derived from the S3 event (a message SQS
+    delivers twice starts one run).
+
+``video_to_notes`` (one upload per run; also triggered by hand with conf ``{"bucket", "key"}``)
+    parse_trigger -> extract_audio -> transcribe (mapped over the chunk batches) -> summarize
+    -> render_pdf -> record_outcome (ALL_DONE: writes the outcome to the job's status.json, then
+    fails the run if a stage failed). Each stage invokes its Lambda function synchronously through
+    the Amazon provider's ``LambdaHook``; a function error fails the task with the function's
+    errorMessage. Input errors (errorType ``StageFailed``: not a video, too large, ...) fail at
+    once; anything else (timeouts, throttling, crashes) is retried with exponential backoff.
+
+Why one run per upload rather than mapping over uploads inside one run: the transcribe fan-out
+is itself a mapped task, and Airflow does not map inside a mapped task group ("operator
+expansion in an expanded task group is not yet supported"); one run per upload also gives every
+job its own state, retries, outcome and a conf that can be re-run by hand.
+
+Nothing heavy is imported here (no numpy/onnxruntime/torch, no vidnotes.asr): the stages run in
+the Lambda functions; this file parses in well under a second.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import Asset, AssetWatcher, Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
+from airflow.task.trigger_rule import TriggerRule
+
+from vidnotes.orchestration import (
+    STAGES,
+    BadTrigger,
+    Settings,
+    job_id_from_error,
+    run_id_for,
+    stage_of,
+    stage_outcome,
+    uploads_from_asset_extras,
+    uploads_from_conf,
+)
+
+log = logging.getLogger(__name__)
+CFG = Settings.load()  # environment only at parse time; tasks re-read it with the Variable `vidnotes`
+PIPELINE_DAG_ID = "video_to_notes"
+UPLOADS_DAG_ID = "video_to_notes_uploads"
+
+VIDNOTES_UPLOADS = Asset(
+    name="vidnotes_uploads",
+    uri=f"s3://{CFG.inbox_bucket}/",
+    group="vidnotes",
+    watchers=[
+        AssetWatcher(
+            name="vidnotes_uploads_sqs",
+            trigger=MessageQueueTrigger(
+                scheme="sqs",
+                sqs_queue=CFG.queue_url,
+                aws_conn_id=CFG.aws_conn_id,
+                max_messages=CFG.sqs_max_messages,
+                wait_time_seconds=CFG.sqs_wait_seconds,  # long polling: an upload is seen within ~1 s
+                waiter_delay=CFG.sqs_poll_delay,
+            ),
+        )
+    ],
+)
+
+DEFAULT_ARGS = {
+    "owner": "vidnotes",
+    "retries": CFG.retries,
+    "retry_delay": timedelta(seconds=CFG.retry_delay),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(seconds=CFG.max_retry_delay),
+}
+
+
+class LambdaFunctionError(RuntimeError):
+    """A function error worth retrying (timeout, crash, internal error)."""
+
+
+def settings() -> Settings:
+    """The configuration at run time: environment, then the Airflow Variable `vidnotes` (JSON)."""
+    from airflow.sdk import Variable
+
+    return Settings.load(variable=Variable.get("vidnotes", default=None, deserialize_json=True))
+
+
+def invoke(stage: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Invoke the stage's function synchronously; its result, or the task fails with the function's
+    errorMessage (recorded as the XCom ``error`` for record_outcome)."""
+    from airflow.providers.amazon.aws.hooks.lambda_function import LambdaHook
+    from botocore.config import Config
+
+    cfg = settings()
+    ti = get_current_context()["ti"]
+    function = cfg.function(stage)
+    hook = LambdaHook(
+        aws_conn_id=cfg.aws_conn_id,
+        # as on AWS: the call lasts as long as the function; botocore retries throttling (429)
+        config=Config(read_timeout=cfg.timeout(stage) + 60, connect_timeout=10, retries={"max_attempts": 4, "mode": "standard"}),
+    )
+    log.info("invoking %s with %s", function, json.dumps(payload))
+    resp = hook.invoke_lambda(function_name=function, invocation_type="RequestResponse", log_type="Tail", payload=json.dumps(payload))
+    body = resp["Payload"].read().decode("utf-8", "replace")
+    if not resp.get("FunctionError"):
+        return json.loads(body)
+    try:
+        err = json.loads(body)
+    except ValueError:
+        err = {"errorMessage": body}
+    etype, message = err.get("errorType", resp["FunctionError"]), err.get("errorMessage", body)
+    if resp.get("LogResult"):
+        tail = base64.b64decode(resp["LogResult"]).decode("utf-8", "replace")
+        log.error("last lines of the %s log:\n%s", function, tail)
+    text = f"{function} failed ({etype}): {message}"
+    ti.xcom_push(key="error", value={"function": function, "type": etype, "message": message})
+    if etype == "StageFailed":  # the input or the payload is wrong: trying again cannot help
+        raise AirflowFailException(text)
+    raise LambdaFunctionError(text)
+
+
+# -- the pipeline: one upload per run -------------------------------------------------------------
+@dag(
+    dag_id=PIPELINE_DAG_ID,
+    description="One upload -> transcript, summary, PDF (the four Lambda stages)",
+    schedule=None,
+    catchup=False,
+    max_active_runs=4,
+    max_active_tasks=4,
+    default_args=DEFAULT_ARGS,
+    is_paused_upon_creation=False,
+    tags=["vidnotes"],
+    params={
+        "bucket": Param(CFG.inbox_bucket, type="string", description="bucket of the upload"),
+        "key": Param(None, type=["null", "string"], description="key of the upload, e.g. talks/talk.mp4"),
+    },
+    doc_md=__doc__,
+)
+def video_to_notes():
+    @task(retries=0)
+    def parse_trigger(**context) -> dict[str, Any]:
+        """The upload from the run's conf ({"bucket", "key"}, as video_to_notes_uploads sends it)."""
+        conf = context["dag_run"].conf or {}  # the trigger form fills it from the params
+        try:
+            uploads = uploads_from_conf(conf)
+        except BadTrigger as e:
+            context["ti"].xcom_push(key="error", value={"message": str(e)})
+            raise AirflowFailException(str(e)) from e
+        if len(uploads) != 1:
+            msg = f"one upload per run, got {len(uploads)}: trigger {UPLOADS_DAG_ID} to start one run each"
+            context["ti"].xcom_push(key="error", value={"message": msg})
+            raise AirflowFailException(msg)
+        return uploads[0].conf()
+
+    @task(execution_timeout=timedelta(seconds=CFG.timeout_extract_audio))
+    def extract_audio(upload: dict[str, Any]) -> list[dict[str, Any]]:
+        """Returns the transcribe payloads, one per batch of chunks (what the fan-out maps over);
+        the function's whole result is the XCom ``extract``, the job id the XCom ``job_id``."""
+        ti = get_current_context()["ti"]
+        result = invoke("extract_audio", {"bucket": upload["bucket"], "key": upload["key"]})
+        ti.xcom_push(key="extract", value=result)
+        ti.xcom_push(key="job_id", value=result["job_id"])
+        log.info(
+            "job %s: %s s, %d chunks in %d batches%s", result["job_id"], result["duration"], result["chunks"],
+            len(result["batches"]), " (same content as an earlier upload)" if result.get("duplicate") else "",
+        )  # fmt: skip
+        return [{"job_id": result["job_id"], "chunks": batch} for batch in result["batches"]]
+
+    @task(execution_timeout=timedelta(seconds=CFG.timeout_transcribe), map_index_template="{{ chunk_range }}")
+    def transcribe(job_id: str, chunks: list[int]) -> dict[str, Any]:
+        get_current_context()["chunk_range"] = f"chunks {chunks[0]}-{chunks[-1]}"  # type: ignore[typeddict-unknown-key]
+        return invoke("transcribe", {"job_id": job_id, "chunks": chunks})
+
+    @task(execution_timeout=timedelta(seconds=CFG.timeout_summarize))
+    def summarize(job_id: str) -> dict[str, Any]:
+        return invoke("summarize", {"job_id": job_id})
+
+    @task(execution_timeout=timedelta(seconds=CFG.timeout_render_pdf))
+    def render_pdf(job_id: str) -> dict[str, Any]:
+        return invoke("render_pdf", {"job_id": job_id})
+
+    @task(trigger_rule=TriggerRule.ALL_DONE, retries=2)
+    def record_outcome(**context) -> dict[str, Any]:
+        """Write the run's outcome into the job's status.json (results bucket), then fail the run
+        if a stage failed, so the failure shows in S3 and in Airflow alike."""
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        ti = context["ti"]
+        cfg = settings()
+        states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id], task_ids=list(STAGES)).get(ti.run_id, {})
+        errors: dict[tuple[str, int], str] = {}
+        for name, state in states.items():
+            if state == "failed" and (where := stage_of(name)) is not None:
+                err = ti.xcom_pull(task_ids=where[0], key="error", map_indexes=where[1])
+                if err:
+                    errors[where] = err["message"]
+        out = stage_outcome(states, errors)
+        # (pull only what exists: a missing XCom is logged as an error, which would mislead)
+        upload = ti.xcom_pull(task_ids="parse_trigger") if states.get("parse_trigger") == "success" else {}
+        job_id = ti.xcom_pull(task_ids="extract_audio", key="job_id") if states.get("extract_audio") == "success" else None
+        job_id = job_id or job_id_from_error(out.get("message"))
+        record = {
+            "dag_id": ti.dag_id,
+            "run_id": ti.run_id,
+            "outcome": out["state"],
+            "tasks": out["tasks"],
+            "upload": upload,
+            "recorded_by": "record_outcome",
+        }
+        s3 = S3Hook(aws_conn_id=cfg.aws_conn_id)
+        key = f"jobs/{job_id}/status.json" if job_id else f"runs/{PIPELINE_DAG_ID}/{ti.run_id}.json"
+        status: dict[str, Any] = {}
+        if s3.check_for_key(key, bucket_name=cfg.results_bucket):
+            try:
+                status = json.loads(s3.read_key(key, bucket_name=cfg.results_bucket))
+            except ValueError:
+                status = {}
+        status.update({"job_id": job_id, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "airflow": record})
+        if out["state"] == "succeeded":
+            status["state"] = "succeeded"
+            status.pop("error", None)
+        else:
+            # the function's own record of this failure (its error code), when it wrote one
+            previous = status.get("error") if status.get("state") == "failed" and status.get("stage") == out["stage"] else None
+            status["state"] = "failed"
+            status["stage"] = out["stage"]
+            status["error"] = {
+                "code": (previous or {}).get("code", "task_failed"),
+                "message": (previous or {}).get("message", out["message"]) if out["stage"] != "parse_trigger" else out["message"],
+                "task": out["failed_task"],
+                "airflow_message": out["message"],
+            }
+        s3.load_string(json.dumps(status, indent=2, ensure_ascii=False), key, bucket_name=cfg.results_bucket, replace=True)
+        log.info("outcome %s recorded in s3://%s/%s", out["state"], cfg.results_bucket, key)
+        ti.xcom_push(key="status_key", value=key)  # kept when the task fails below
+        if out["state"] != "succeeded":
+            raise AirflowFailException(f"{out['failed_task']} failed: {out['message']}")
+        return {"status_key": key, **out}
+
+    upload = parse_trigger()
+    ext = extract_audio(upload)
+    parts = transcribe.expand_kwargs(ext)
+    summary = summarize(ext["job_id"])
+    pdf = render_pdf(ext["job_id"])
+    parts >> summary >> pdf
+    [upload, ext, parts, summary, pdf] >> record_outcome()
+
+
+video_to_notes()
+
+
+# -- the event-driven entry: S3 -> SQS -> asset event -> one pipeline run per upload ---------------
+@dag(
+    dag_id=UPLOADS_DAG_ID,
+    description="Uploads to the inbox bucket (S3 -> SQS -> asset watcher) -> one video_to_notes run each",
+    schedule=[VIDNOTES_UPLOADS],
+    catchup=False,
+    max_active_runs=4,
+    default_args={**DEFAULT_ARGS, "retries": 2},
+    is_paused_upon_creation=False,
+    tags=["vidnotes"],
+    doc_md=__doc__,
+)
+def video_to_notes_uploads():
+    @task
+    def parse_trigger(**context) -> list[dict[str, Any]]:
+        """Uploads named by the triggering asset events (SQS messages), or by a conf given by hand."""
+        extras = [e.extra for events in context["triggering_asset_events"].values() for e in events]
+        uploads = uploads_from_asset_extras(extras)
+        uploads += uploads_from_conf(context["dag_run"].conf, allow_empty=True)
+        log.info("%d asset event(s) -> %d upload(s): %s", len(extras), len(uploads), [u.key for u in uploads])
+        return [{"trigger_run_id": run_id_for(u), "conf": u.conf()} for u in uploads]
+
+    TriggerDagRunOperator.partial(
+        task_id="start_jobs",
+        trigger_dag_id=PIPELINE_DAG_ID,
+        skip_when_already_exists=True,  # the same S3 event delivered twice
+        wait_for_completion=False,
+        map_index_template="{{ task.conf['key'] }}",
+    ).expand_kwargs(parse_trigger())
+
+
+video_to_notes_uploads()

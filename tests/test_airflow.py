@@ -1,0 +1,338 @@
+"""The Airflow DAGs (dags/video_to_notes.py) against the live local stack.
+
+- the DAG file parses fast, without errors and without heavy modules (in a fresh interpreter);
+- the S3 notification parsing, on real messages from LocalStack's SQS, fetched by the real SQS
+  trigger the asset watcher runs (keys with spaces and non-ASCII, several uploads, the TestEvent);
+- ``dag.test()`` end to end: a real video -> PDF in the results bucket, transcribe fanned out;
+- a text file uploaded as .mp4 fails the run with the function's message, and record_outcome
+  leaves status.json failed with the failing task;
+- the system: `aws s3 cp` alone -> S3 event -> SQS -> asset watcher (triggerer) -> scheduler ->
+  PDF, through `scripts/airflow.sh up` (api-server, scheduler, dag-processor, triggerer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from stackutil import REPO, airflow_env, airflow_up, aws_cli, client, drain_queue, log_tails
+from vidnotes.orchestration import Upload, run_id_for, uploads_from_asset_extras, uploads_from_body, uploads_from_conf
+from vidnotes.sample import make_sample_video
+
+sys.path.insert(0, str(REPO / "scripts"))
+from airflow_client import Airflow  # noqa: E402
+
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+HEAVY = ("numpy", "torch", "onnxruntime", "transformers", "tokenizers", "vidnotes.asr", "vidnotes.stages", "faster_whisper")
+PIPELINE = ["parse_trigger", "extract_audio", "transcribe", "summarize", "render_pdf", "record_outcome"]
+
+
+def pdf_text(path: Path) -> str:
+    out = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout
+    return " ".join(out.split()).lower()
+
+
+def s3_json(stack, bucket: str, key: str) -> dict:
+    return json.loads(client("s3", stack["s3"]).get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+# -- parsing the DAG file ---------------------------------------------------------------------
+def test_dag_file_parses_fast_without_heavy_imports(tmp_path):
+    code = f"""
+import json, os, sys, time
+t0 = time.perf_counter()
+from airflow.dag_processing.dagbag import DagBag
+t1 = time.perf_counter()
+bag = DagBag(dag_folder={str(REPO / "dags")!r})
+t2 = time.perf_counter()
+dags = {{d.dag_id: sorted(t.task_id for t in d.tasks) for d in bag.dags.values()}}
+print(json.dumps({{"errors": {{k: str(v)[-500:] for k, v in bag.import_errors.items()}}, "dags": dags,
+    "import_airflow_s": t1 - t0, "parse_s": t2 - t1,
+    "file_s": [s.duration.total_seconds() for s in bag.dagbag_stats],
+    "heavy": [m for m in {HEAVY!r} if m in sys.modules]}}))
+"""
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags")}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["errors"] == {}
+    assert set(out["dags"]) == {"video_to_notes", "video_to_notes_uploads"}
+    assert out["dags"]["video_to_notes"] == sorted(PIPELINE)
+    assert out["heavy"] == [], f"heavy modules imported at parse time: {out['heavy']}"
+    assert max(out["file_s"]) < 2.0, out  # the dag-processor's own measure of the file (~0.3 s here)
+    assert out["parse_s"] < 5.0, out
+
+
+# -- in-process Airflow: dag.test() against the live stack --------------------------------------
+@pytest.fixture(scope="module")
+def airflow_home(live_stack, tmp_path_factory):
+    """This process configured as `scripts/airflow.sh env` configures Airflow (its own
+    AIRFLOW_HOME, SQLite, the connection aws_vidnotes to the test stack), the DB migrated."""
+    home = tmp_path_factory.mktemp("airflow-home")
+    settings = airflow_env(live_stack, home)
+    dump = subprocess.run(
+        ["bash", "-c", f'eval "$({REPO}/scripts/airflow.sh env)" && {sys.executable} -c "import os, json; print(json.dumps(dict(os.environ)))"'],
+        env=settings, capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    env = {k: v for k, v in json.loads(dump.stdout).items() if k.startswith(("AIRFLOW", "VIDNOTES_AIRFLOW_"))}
+    env["VIDNOTES_AIRFLOW_RETRY_DELAY"] = "1"  # a retried stage waits 1 s, 2 s, ... here
+    mp = pytest.MonkeyPatch()
+    for k, v in env.items():
+        mp.setenv(k, v)
+    r = subprocess.run([AIRFLOW, "db", "migrate"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    yield home
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def dagbag(airflow_home):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    return bag
+
+
+def run_dag(dagbag, dag_id: str, conf: dict):
+    dr = dagbag.dags[dag_id].test(run_conf=conf)
+    states = {(ti.task_id, ti.map_index): ti.state for ti in dr.get_task_instances()}
+    return dr, states
+
+
+def test_dag_structure(dagbag):
+    from airflow.sdk import Asset
+
+    dag = dagbag.dags["video_to_notes"]
+    assert dag.schedule is None and set(dag.params.keys()) == {"bucket", "key"}
+    tasks = {t.task_id: t for t in dag.tasks}
+    assert tasks["record_outcome"].trigger_rule == "all_done"
+    assert set(tasks["record_outcome"].upstream_task_ids) == set(PIPELINE[:-1])
+    assert type(tasks["transcribe"]).__name__.endswith("MappedOperator")  # the fan-out over batches
+    for stage in ("extract_audio", "transcribe", "summarize", "render_pdf"):
+        t = tasks[stage]
+        assert t.retries >= 1 and t.retry_exponential_backoff and t.execution_timeout is not None, stage
+    uploads = dagbag.dags["video_to_notes_uploads"]
+    schedule = uploads.schedule
+    assert isinstance(schedule, list) and isinstance(schedule[0], Asset)
+    (watcher,) = schedule[0].watchers
+    trigger_path, kwargs = watcher.trigger.serialize()
+    assert trigger_path.endswith("SqsSensorTrigger") and kwargs["sqs_queue"].endswith("/000000000000/vidnotes-uploads")
+    assert kwargs["aws_conn_id"] == "aws_vidnotes"
+
+
+@pytest.fixture(scope="module")
+def talk(tmp_path_factory) -> Path:
+    # the default sample talk, about 40 s: two chunks
+    return make_sample_video(tmp_path_factory.mktemp("talk") / "talk.mp4")
+
+
+def test_dag_test_video_to_pdf(live_stack, dagbag, talk, tmp_path):
+    key = f"talks/Vortrag über Flüsse & Brücken {uuid.uuid4().hex[:6]}.mp4"
+    assert aws_cli(live_stack["s3"], "s3", "cp", str(talk), f"s3://vidnotes-inbox/{key}").returncode == 0
+    lam = client("lambda", live_stack["lambda"])
+    env = lam.get_function_configuration(FunctionName="vidnotes-extract-audio")["Environment"]["Variables"]
+    # one chunk per transcribe invocation: the ~40 s talk fans out into two mapped tasks
+    lam.update_function_configuration(FunctionName="vidnotes-extract-audio", Environment={"Variables": {**env, "VIDNOTES_CHUNKS_PER_BATCH": "1"}})
+    try:
+        t0 = time.monotonic()
+        dr, states = run_dag(dagbag, "video_to_notes", {"bucket": "vidnotes-inbox", "key": key})
+        took = time.monotonic() - t0
+    finally:
+        lam.update_function_configuration(FunctionName="vidnotes-extract-audio", Environment={"Variables": env})
+    assert dr.state == "success", states
+    job_id = hashlib.sha256(talk.read_bytes()).hexdigest()[:16]
+    transcribes = sorted(i for (t, i) in states if t == "transcribe")
+    assert len(transcribes) >= 2 and all(states[("transcribe", i)] == "success" for i in transcribes), states
+    status = s3_json(live_stack, "vidnotes-results", f"jobs/{job_id}/status.json")
+    assert status["state"] == "succeeded" and status["airflow"]["outcome"] == "succeeded"
+    assert status["airflow"]["upload"]["key"] == key and status["airflow"]["run_id"] == dr.run_id
+    assert status["input"]["key"] == key
+    pdf = tmp_path / "notes.pdf"
+    client("s3", live_stack["s3"]).download_file("vidnotes-results", status["outputs"]["pdf"], str(pdf))
+    text = pdf_text(pdf)
+    assert "bridges" in text and "rivers" in text, text[:500]
+    print(f"dag.test video -> PDF: {took:.1f} s, {len(transcribes)} transcribe tasks")
+
+
+def test_dag_test_bad_upload_fails_with_the_function_message(live_stack, dagbag, tmp_path, capfd):
+    bad = tmp_path / "slides.mp4"
+    bad.write_text(f"speaker notes, not a video {uuid.uuid4()}\n")
+    key = f"bad/slides {uuid.uuid4().hex[:6]}.mp4"
+    assert aws_cli(live_stack["s3"], "s3", "cp", str(bad), f"s3://vidnotes-inbox/{key}").returncode == 0
+    dr, states = run_dag(dagbag, "video_to_notes", {"bucket": "vidnotes-inbox", "key": key})
+    assert dr.state == "failed"
+    assert states[("extract_audio", -1)] == "failed"
+    assert states[("record_outcome", -1)] == "failed"  # it ran (ALL_DONE), recorded, then failed the run
+    assert {states[(t, -1)] for t in ("transcribe", "summarize", "render_pdf")} == {"upstream_failed"}
+    job_id = hashlib.sha256(bad.read_bytes()).hexdigest()[:16]
+    status = s3_json(live_stack, "vidnotes-results", f"jobs/{job_id}/status.json")
+    assert status["state"] == "failed" and status["stage"] == "extract_audio"
+    assert status["error"]["task"] == "extract_audio" and status["error"]["code"] == "not_media"
+    assert "not a readable audio or video file" in status["error"]["message"]
+    assert status["airflow"]["outcome"] == "failed" and status["airflow"]["tasks"]["transcribe"] == "upstream_failed"
+    # the function's errorMessage is the task's exception (and so in its log), with no retry
+    logs = capfd.readouterr()
+    assert "vidnotes-extract-audio failed (StageFailed): extract_audio: the upload is not a readable audio or video file" in logs.out + logs.err
+
+
+def test_dag_test_without_an_upload_fails_clearly(dagbag):
+    dr, states = run_dag(dagbag, "video_to_notes", {})
+    assert dr.state == "failed" and states[("parse_trigger", -1)] == "failed"
+    assert states[("record_outcome", -1)] == "failed"
+
+
+# -- SQS messages, as the watcher gets them ------------------------------------------------------
+def test_real_sqs_messages_become_one_upload_each(live_stack, dagbag, tmp_path):
+    from airflow.providers.amazon.aws.triggers.sqs import SqsSensorTrigger
+
+    s3, sqs = client("s3", live_stack["s3"]), client("sqs", live_stack["s3"])
+    url = sqs.get_queue_url(QueueName="vidnotes-uploads")["QueueUrl"]
+    drain_queue(live_stack["s3"])
+    # the TestEvent: S3 sends one whenever the notification configuration is put
+    conf = s3.get_bucket_notification_configuration(Bucket="vidnotes-inbox")
+    conf.pop("ResponseMetadata")
+    s3.put_bucket_notification_configuration(Bucket="vidnotes-inbox", NotificationConfiguration=conf)
+    keys = [
+        "talks/my talk – café ü 1+1.mp4",
+        "talks/Vortrag über Gletscher & Brücken (v2).mp4",
+        f"plain-{uuid.uuid4().hex[:6]}.mp4",
+    ]
+    (tmp_path / "f.mp4").write_bytes(b"not really a video")
+    for k in keys:
+        assert aws_cli(live_stack["s3"], "s3", "cp", str(tmp_path / "f.mp4"), f"s3://vidnotes-inbox/{k}").returncode == 0
+
+    # fetched by the trigger the asset watcher runs (MessageQueueTrigger(scheme="sqs") delegates to it)
+    trigger = SqsSensorTrigger(sqs_queue=url, aws_conn_id="aws_vidnotes", max_messages=10, wait_time_seconds=2, waiter_delay=1)
+
+    async def collect() -> list[dict]:
+        events: list[dict] = []
+        deadline = time.monotonic() + 30
+        while sum(len(e["message_batch"]) for e in events) < len(keys) + 1 and time.monotonic() < deadline:
+            async with await trigger.hook.get_async_conn() as c:
+                batch = await trigger.poke(client=c)
+            if batch:
+                events.append({"status": "success", "message_batch": list(batch)})
+        return events
+
+    payloads = asyncio.run(collect())
+    messages = [m for p in payloads for m in p["message_batch"]]
+    bodies = [json.loads(m["Body"]) for m in messages]
+    assert any(b.get("Event") == "s3:TestEvent" for b in bodies), bodies
+    assert sum(1 for b in bodies if "Records" in b) == len(keys)
+    raw_keys = [r["s3"]["object"]["key"] for b in bodies for r in b.get("Records", [])]
+    from urllib.parse import unquote_plus
+
+    assert sorted(unquote_plus(k) for k in raw_keys) == sorted(keys) and not set(raw_keys) & set(keys[:2])  # URL-encoded
+
+    # each message body: the TestEvent gives nothing, each record one upload, keys decoded
+    for m in messages:
+        body = json.loads(m["Body"])
+        ups = uploads_from_body(m["Body"])
+        assert ups == [] if body.get("Event") == "s3:TestEvent" else len(ups) == 1
+    # the asset events' extra, as the triggerer stores them
+    uploads = uploads_from_asset_extras([{"from_trigger": True, "payload": p} for p in payloads])
+    assert sorted(u.key for u in uploads) == sorted(keys)
+    assert all(u.bucket == "vidnotes-inbox" and u.size == len(b"not really a video") for u in uploads)
+    # the same messages delivered twice (SQS is at-least-once): still one upload, one run id each
+    again = uploads_from_asset_extras([{"from_trigger": True, "payload": p} for p in payloads + payloads])
+    assert again == uploads and len({run_id_for(u) for u in uploads}) == len(keys)
+    # several records in one message (S3 may batch): each its own upload
+    records = [r for b in bodies for r in b.get("Records", [])]
+    merged = uploads_from_body(json.dumps({"Records": records}))
+    assert sorted(u.key for u in merged) == sorted(keys)
+
+    # the event-driven DAG with such a message as conf: one pipeline run per upload
+    from airflow.models.dagrun import DagRun
+
+    dr, states = run_dag(dagbag, "video_to_notes_uploads", {"Records": records})
+    assert dr.state == "success"
+    assert sorted(i for (t, i) in states if t == "start_jobs") == list(range(len(keys)))
+    for u in merged:
+        (run,) = DagRun.find(dag_id="video_to_notes", run_id=run_id_for(u))
+        assert run.conf["key"] == u.key and run.conf["bucket"] == "vidnotes-inbox"
+    # and the same message again starts nothing new
+    dr, states = run_dag(dagbag, "video_to_notes_uploads", {"Records": records})
+    assert dr.state == "success" and {states[k] for k in states if k[0] == "start_jobs"} <= {"success", "skipped"}
+    assert len([r for u in merged for r in DagRun.find(dag_id="video_to_notes", run_id=run_id_for(u))]) == len(keys)
+
+
+def test_conf_and_message_shapes():
+    assert uploads_from_conf({"bucket": "b", "key": "a b.mp4"}) == [Upload("b", "a b.mp4")]
+    assert [u.key for u in uploads_from_conf({"uploads": [{"bucket": "b", "key": "x"}, {"bucket": "b", "key": "y"}]})] == ["x", "y"]
+    with pytest.raises(ValueError, match="no upload given"):
+        uploads_from_conf({})
+    sns = {"Type": "Notification", "Message": json.dumps({"Records": [
+        {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}, "object": {"key": "a+b%2Bc.mp4", "size": 3}}}]})}  # fmt: skip
+    assert uploads_from_body(json.dumps(sns)) == [Upload("b", "a b+c.mp4", size=3)]
+    removed = {"Records": [{"eventName": "ObjectRemoved:Delete", "s3": {"bucket": {"name": "b"}, "object": {"key": "x"}}}]}
+    assert uploads_from_body(removed) == []
+    with pytest.raises(ValueError, match="not an S3 event"):
+        uploads_from_body('{"hello": 1}')
+
+
+# -- the system: upload alone -> PDF through a running Airflow ------------------------------------
+def test_upload_alone_runs_the_pipeline_in_airflow(live_stack, talk, tmp_path_factory):
+    """`aws s3 cp` and nothing else: the watcher sees the S3 event on SQS, the scheduler runs the
+    DAGs, the PDF lands in the results bucket; a bad upload next to it fails on its own."""
+    budget = 240
+    t0 = time.monotonic()
+    drain_queue(live_stack["s3"])  # earlier tests' uploads are not this test's business
+    home = tmp_path_factory.mktemp("airflow-system")
+    with airflow_up(live_stack, home) as af:
+        started = time.monotonic() - t0
+        api = Airflow(af["url"], home)
+        since = datetime.now(timezone.utc)
+        video = make_sample_video(tmp_path_factory.mktemp("sys") / "talk.mp4", text=(
+            "Tides rise and fall twice a day because the moon pulls on the oceans. "
+            "Harbours are built where the water stays deep even at low tide. Thank you for listening."))  # fmt: skip
+        good, bad = f"inbox/Vortrag über Gezeiten {uuid.uuid4().hex[:4]}.mp4", f"inbox/not a video {uuid.uuid4().hex[:4]}.mp4"
+        bad_file = tmp_path_factory.mktemp("sys") / "bad.mp4"
+        bad_file.write_text(f"not a video {uuid.uuid4()}")
+        assert aws_cli(live_stack["s3"], "s3", "cp", str(video), f"s3://vidnotes-inbox/{good}").returncode == 0
+        assert aws_cli(live_stack["s3"], "s3", "cp", str(bad_file), f"s3://vidnotes-inbox/{bad}").returncode == 0
+        left = budget - (time.monotonic() - t0)
+        run = api.wait_for_upload(good, since=since, timeout=left)
+        diag = lambda: "\n" + log_tails(home / "logs") + "\n" + json.dumps(api.dag_runs("video_to_notes"), default=str)[:3000]  # noqa: E731
+        assert run is not None, f"no finished run for {good} within {budget} s" + diag()
+        assert run["state"] == "success", diag()
+        bad_run = api.wait_for_upload(bad, since=since, timeout=max(10, budget - (time.monotonic() - t0)))
+        assert bad_run is not None and bad_run["state"] == "failed", diag()
+        took = time.monotonic() - t0
+        runs = api.dag_runs("video_to_notes_uploads")
+        assert runs and all(r["run_type"] == "asset_triggered" for r in runs)  # the watcher, not a person
+    job_id = hashlib.sha256(video.read_bytes()).hexdigest()[:16]
+    status = s3_json(live_stack, "vidnotes-results", f"jobs/{job_id}/status.json")
+    assert status["state"] == "succeeded" and status["airflow"]["run_id"] == run["dag_run_id"]
+    client("s3", live_stack["s3"]).head_object(Bucket="vidnotes-results", Key=status["outputs"]["pdf"])
+    bad_status = s3_json(live_stack, "vidnotes-results", f"jobs/{hashlib.sha256(bad_file.read_bytes()).hexdigest()[:16]}/status.json")
+    assert bad_status["state"] == "failed" and bad_status["error"]["task"] == "extract_audio"
+    print(f"airflow up in {started:.1f} s; both uploads finished {took:.1f} s after the test began")
+
+
+def test_stage_outcome_names_the_first_failed_task():
+    from vidnotes.orchestration import Settings, stage_outcome
+
+    ok = {"parse_trigger": "success", "extract_audio": "success", "transcribe_0": "success", "transcribe_1": "success",
+          "summarize": "success", "render_pdf": "success"}  # fmt: skip
+    assert stage_outcome(ok)["state"] == "succeeded"
+    bad = {**ok, "transcribe_1": "failed", "summarize": "upstream_failed", "render_pdf": "upstream_failed"}
+    out = stage_outcome(bad, {("transcribe", 1): "vidnotes-transcribe failed (Sandbox.Timedout): Task timed out"})
+    assert out["state"] == "failed" and out["failed_task"] == "transcribe[1]" and "Timedout" in out["message"]
+    assert out["tasks"]["summarize"] == "upstream_failed"
+    killed = {**ok, "render_pdf": "failed"}  # no message recorded: killed or timed out in Airflow
+    assert "see its log" in stage_outcome(killed)["message"]
+    cfg = Settings.load(env={"VIDNOTES_AIRFLOW_FN_TRANSCRIBE": "t-env", "VIDNOTES_AIRFLOW_RETRIES": "5"}, variable='{"fn_transcribe": "t-var"}')
+    assert cfg.function("transcribe") == "t-var" and cfg.retries == 5 and cfg.aws_conn_id == "aws_vidnotes"
+    with pytest.raises(ValueError, match="unknown keys"):
+        Settings.load(env={}, variable={"fn_transcrib": "typo"})
