@@ -133,6 +133,21 @@ def invoke(stage: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- the pipeline: one upload per run -------------------------------------------------------------
+def _job_succeeded(job_id: str) -> bool:
+    """Whether the job's status.json in the results bucket says succeeded."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    cfg = settings()
+    s3 = S3Hook(aws_conn_id=cfg.aws_conn_id)
+    key = f"jobs/{job_id}/status.json"
+    if not s3.check_for_key(key, bucket_name=cfg.results_bucket):
+        return False
+    try:
+        return json.loads(s3.read_key(key, bucket_name=cfg.results_bucket)).get("state") == "succeeded"
+    except ValueError:
+        return False
+
+
 @dag(
     dag_id=PIPELINE_DAG_ID,
     description="One upload -> transcript, summary, PDF (the four Lambda stages)",
@@ -177,6 +192,11 @@ def video_to_notes():
             "job %s: %s s, %d chunks in %d batches%s", result["job_id"], result["duration"], result["chunks"],
             len(result["batches"]), " (same content as an earlier upload)" if result.get("duplicate") else "",
         )  # fmt: skip
+        if result.get("duplicate") and _job_succeeded(result["job_id"]):
+            # the same content was turned into notes before: nothing to redo, the run succeeds
+            ti.xcom_push(key="already_done", value=True)
+            log.info("job %s already succeeded: skipping transcribe, summarize and render_pdf", result["job_id"])
+            return []
         return [{"job_id": result["job_id"], "chunks": batch} for batch in result["batches"]]
 
     @task(execution_timeout=timedelta(seconds=CFG.timeout_transcribe), map_index_template="{{ chunk_range }}")
@@ -208,6 +228,8 @@ def video_to_notes():
                 if err:
                     errors[where] = err["message"]
         out = stage_outcome(states, errors)
+        if states.get("extract_audio") == "success" and ti.xcom_pull(task_ids="extract_audio", key="already_done"):
+            out = {"state": "succeeded", "tasks": out["tasks"], "duplicate": True}
         # (pull only what exists: a missing XCom is logged as an error, which would mislead)
         upload = ti.xcom_pull(task_ids="parse_trigger") if states.get("parse_trigger") == "success" else {}
         job_id = ti.xcom_pull(task_ids="extract_audio", key="job_id") if states.get("extract_audio") == "success" else None
@@ -218,6 +240,7 @@ def video_to_notes():
             "outcome": out["state"],
             "tasks": out["tasks"],
             "upload": upload,
+            "duplicate": bool(out.get("duplicate")),
             "recorded_by": "record_outcome",
         }
         s3 = S3Hook(aws_conn_id=cfg.aws_conn_id)

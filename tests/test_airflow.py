@@ -163,6 +163,15 @@ def test_dag_test_video_to_pdf(live_stack, dagbag, talk, tmp_path):
     text = pdf_text(pdf)
     assert "bridges" in text and "rivers" in text, text[:500]
     print(f"dag.test video -> PDF: {took:.1f} s, {len(transcribes)} transcribe tasks")
+    # the same content again under another key: recognised by content, nothing is redone
+    again = f"talks/copy of the talk {uuid.uuid4().hex[:6]}.mp4"
+    assert aws_cli(live_stack["s3"], "s3", "cp", str(talk), f"s3://vidnotes-inbox/{again}").returncode == 0
+    dr2, states2 = run_dag(dagbag, "video_to_notes", {"bucket": "vidnotes-inbox", "key": again})
+    assert dr2.state == "success", states2
+    assert not [i for (t, i) in states2 if t == "transcribe" and states2[(t, i)] == "success"], states2
+    assert states2[("summarize", -1)] != "success" and states2[("render_pdf", -1)] != "success", states2
+    status = s3_json(live_stack, "vidnotes-results", f"jobs/{job_id}/status.json")
+    assert status["state"] == "succeeded" and status["airflow"]["duplicate"] is True and status["airflow"]["run_id"] == dr2.run_id
 
 
 def test_dag_test_bad_upload_fails_with_the_function_message(live_stack, dagbag, tmp_path, capfd):

@@ -155,7 +155,7 @@ def transcribe(req: jobs.TranscribeRequest, *, results: Storage, model: Any, wor
     segments: list[dict[str, Any]] = []
     starts = {w.start: table[i]["start"] for w, i in zip(windows, sorted(set(req.chunks)))}
     bounds = sorted(starts)
-    for seg in model.segments(audio, TranscriptionOptions(batch_size=max(1, len(windows))), windows=windows):
+    for seg in model.segments(audio, TranscriptionOptions(), windows=windows):  # 8 windows per ONNX batch
         # map from the concatenated batch back to the time in the original audio
         w0 = max(b for b in bounds if b <= seg.start * SAMPLE_RATE + 1e-6)
         shift = starts[w0] - w0 / SAMPLE_RATE
