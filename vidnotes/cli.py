@@ -149,6 +149,67 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+TRAIN_SETTINGS = ("data", "init", "train", "steps", "batch_size", "lr", "warmup_steps", "weight_decay", "max_grad_norm", "seed",
+                  "checkpoint_every", "eval_every", "language", "max_train", "max_test")  # fmt: skip
+
+
+def cmd_train_prepare(args: argparse.Namespace) -> int:
+    from vidnotes.train import prepare_asterisk
+
+    out = prepare_asterisk(Path(args.out), limit_train=args.limit_train, limit_test=args.limit_test)
+    print(out / "manifest.jsonl")
+    return 0
+
+
+def cmd_train_run(args: argparse.Namespace) -> int:
+    from vidnotes.train import TrainingStopped, merge_config, train_and_publish
+
+    run_dir = Path(args.run_dir)
+    config = merge_config({k: getattr(args, k) for k in TRAIN_SETTINGS}, run_dir, resume=args.resume)
+    try:
+        metrics = train_and_publish(
+            config, run_dir, store=_store(args), sources_cache=Path(args.sources_cache), resume=args.resume,
+            stop_after=args.stop_after, threads=args.threads, publish=not args.no_publish, name=args.name,
+            max_wer_increase=args.max_wer_increase,
+        )  # fmt: skip
+    except TrainingStopped as e:
+        print(f"vidnotes: {e}", file=sys.stderr)
+        return 3
+    return _train_summary(metrics, run_dir)
+
+
+def cmd_train_publish(args: argparse.Namespace) -> int:
+    from vidnotes.train import publish_run
+
+    metrics = publish_run(Path(args.run_dir), _store(args), name=args.name, max_wer_increase=args.max_wer_increase)
+    return _train_summary(metrics, Path(args.run_dir))
+
+
+def _train_summary(metrics: dict, run_dir: Path) -> int:
+    print(f"test WER {metrics['wer_before']:.2%} -> {metrics['wer_after']:.2%} (PyTorch fp32) after {metrics['steps']} steps; {run_dir / 'metrics.json'}", file=sys.stderr)
+    gate = metrics.get("gate")
+    if gate is None:
+        return 0
+    print(
+        f"int8 WER {gate['candidate_wer']:.2%} vs CURRENT {gate['baseline']}: {gate.get('baseline_wer', float('nan')):.2%}; "
+        + ("gate passed: published and made CURRENT" if gate["passed"] else "gate FAILED: published, not CURRENT"),
+        file=sys.stderr,
+    )
+    print(metrics["published_version"])
+    return 0 if gate["passed"] else 4
+
+
+def cmd_deploy_transcribe(args: argparse.Namespace) -> int:
+    from vidnotes.deploy import deploy_transcribe
+
+    result = deploy_transcribe(
+        args.version, source_store=_store(args), function_name=args.function_name, lambda_endpoint=args.lambda_endpoint,
+        smoke=not args.no_smoke, force=args.force, inbox_bucket=args.inbox_bucket, timeout=args.timeout,
+    )  # fmt: skip
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vidnotes", description="Transcripts and notes from recorded talks, on CPU with ONNX Runtime.")
     ap.add_argument("--store", default=DEFAULT_STORE, help="model store root: a directory or s3://bucket/prefix (default: %(default)s, or $VIDNOTES_MODEL_STORE)")
@@ -192,6 +253,85 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_models_build)
     ls = msub.add_parser("list", help="list versions in the store (* = CURRENT)")
     ls.set_defaults(func=cmd_models_list)
+
+    tr = sub.add_parser(
+        "train",
+        help="fine-tune Whisper on audio + transcripts, export, gate and publish (docs/training.md)",
+        description="Fine-tune the store's Whisper on a dataset of audio + transcript pairs; the result goes through the "
+        "model build (ONNX, int8, parity, WER) and is published, and made CURRENT only if its test WER is not worse.",
+    )
+    trsub = tr.add_subparsers(dest="train_command", required=True)
+    pa = trsub.add_parser(
+        "prepare-asterisk",
+        help="write the Asterisk train/test split as a training dataset (16 kHz WAV + manifest.jsonl)",
+        description="Write the committed Asterisk split (133 train, 40 test) into OUT: audio/<name>.wav (16 kHz mono) and "
+        "manifest.jsonl. Upload it with: aws s3 sync OUT s3://vidnotes-training/asterisk/",
+    )
+    pa.add_argument("out", help="output directory")
+    pa.add_argument("--limit-train", type=int, help="only the first N train recordings")
+    pa.add_argument("--limit-test", type=int, help="only the first N test recordings")
+    pa.set_defaults(func=cmd_train_prepare)
+
+    rn = trsub.add_parser(
+        "run",
+        help="train, then export + gate + publish",
+        description="Fine-tune, checkpointing into --run-dir (resumable with --resume), then export the model exactly as "
+        "`models build` does and publish it to --store: CURRENT only if its int8 test WER is not worse than CURRENT's. "
+        "Prints the published version on stdout. Exit status: 0 published and CURRENT, 4 gate failed (published, not "
+        "CURRENT), 3 stopped early (resume later), 2 bad input.",
+    )
+    rn.add_argument("--data", help="dataset: a directory or s3://bucket/prefix with manifest.jsonl (required unless --resume)")
+    rn.add_argument("--run-dir", required=True, help="checkpoints, train.log, metrics.json, the trained model")
+    rn.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint, with its settings")
+    rn.add_argument("--init", help="start from: current (the source checkpoint of the store's CURRENT whisper), a version in the store, "
+                    "a previous run directory (its fine-tuned model/), a transformers/CTranslate2 directory or a package name [current]")
+    rn.add_argument("--train", choices=("decoder", "full"), help="what to train: decoder (frozen encoder, token embeddings and "
+                    "cross-attention keys/values; fast on a CPU) or full [decoder]")
+    rn.add_argument("--steps", type=int, help="optimizer steps [200]")
+    rn.add_argument("--batch-size", type=int, help="examples per step [8]")
+    rn.add_argument("--lr", type=float, help="peak learning rate (AdamW) [5e-5]")
+    rn.add_argument("--warmup-steps", type=int, help="linear warmup steps, then linear decay to 0 [30]")
+    rn.add_argument("--weight-decay", type=float, help="AdamW weight decay (not on biases and norms) [0.01]")
+    rn.add_argument("--max-grad-norm", type=float, help="gradient clipping [1.0]")
+    rn.add_argument("--seed", type=int, help="seed for batch order and RNGs [0]")
+    rn.add_argument("--checkpoint-every", type=int, help="steps between checkpoints [50]")
+    rn.add_argument("--eval-every", type=int, help="steps between test-WER evaluations [50]")
+    rn.add_argument("--language", help="language token for multilingual models [en]")
+    rn.add_argument("--max-train", type=int, help="use only the first N train examples")
+    rn.add_argument("--max-test", type=int, help="use only the first N test examples")
+    rn.add_argument("--stop-after", type=int, help="stop after N steps in this call (checkpoint first); continue with --resume")
+    rn.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    rn.add_argument("--no-publish", action="store_true", help="train only; publish later with `vidnotes train publish RUN_DIR`")
+    rn.add_argument("--name", help="model name, the version's prefix (default: <base name>-ft, e.g. tiny.en-ft)")
+    rn.add_argument("--max-wer-increase", type=float, default=0.0, help="gate: how much worse (absolute WER) than CURRENT is still accepted")
+    rn.add_argument("--sources-cache", default="build/models/sources", help="where converted source checkpoints are cached")
+    rn.set_defaults(func=cmd_train_run)
+
+    pb = trsub.add_parser("publish", help="export, gate and publish a finished run (what `run` does after training)")
+    pb.add_argument("run_dir")
+    pb.add_argument("--name", help="model name (default: <base name>-ft)")
+    pb.add_argument("--max-wer-increase", type=float, default=0.0, help="gate tolerance (absolute WER; default: %(default)s)")
+    pb.set_defaults(func=cmd_train_publish)
+
+    dp = sub.add_parser("deploy", help="point a Lambda function at a model version (docs/training.md)")
+    dpsub = dp.add_subparsers(dest="deploy_command", required=True)
+    dt = dpsub.add_parser(
+        "transcribe",
+        help="set VIDNOTES_WHISPER_VERSION of the transcribe function, wait, smoke-test, set CURRENT",
+        description="Copy VERSION into the function's model store if it is not there (from --store), set "
+        "VIDNOTES_WHISPER_VERSION=VERSION merged into the function's environment (UpdateFunctionConfiguration), wait "
+        "until the update is Successful, run a real recording through extract-audio + transcribe and check that the "
+        "answer names VERSION, then make VERSION the store's CURRENT. On a failed smoke test the previous "
+        "configuration is restored. Endpoints: --lambda-endpoint or AWS_ENDPOINT_URL_LAMBDA; S3: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL.",
+    )
+    dt.add_argument("--version", required=True, help="a whisper version (vidnotes models list)")
+    dt.add_argument("--lambda-endpoint", help="Lambda API endpoint, e.g. http://localhost:9001 for the local stack (default: AWS)")
+    dt.add_argument("--function-name", default="vidnotes-transcribe", help="default: %(default)s")
+    dt.add_argument("--inbox-bucket", default="vidnotes-inbox", help="bucket for the smoke test's upload (default: %(default)s)")
+    dt.add_argument("--no-smoke", action="store_true", help="skip the smoke test")
+    dt.add_argument("--force", action="store_true", help="deploy a version whose training gate failed")
+    dt.add_argument("--timeout", type=float, default=300, help="seconds to wait for the update and each invocation (default: %(default)s)")
+    dt.set_defaults(func=cmd_deploy_transcribe)
     return ap
 
 
@@ -206,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         from vidnotes.stages import StageFailed
         from vidnotes.store import ModelStoreError
 
-        if isinstance(e, (AudioError, ModelStoreError, StageFailed, FileNotFoundError, ValueError)):
+        if isinstance(e, (AudioError, ModelStoreError, StageFailed, FileNotFoundError, ValueError)) or type(e).__name__ == "DeployError":
             print(f"vidnotes: error: {e}", file=sys.stderr)
             return 2
         raise

