@@ -12,7 +12,7 @@ OUT ?= build/demo
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup system-deps venv models test bench bench-fanout demo lint clean up down stack-status airflow airflow-down airflow-status
+.PHONY: help setup system-deps venv models test bench bench-fanout demo lint clean up down stack-status airflow airflow-down airflow-status train
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -72,6 +72,10 @@ airflow-status:  ## Airflow's processes and health
 
 bench-fanout: models  ## 20 min of real speech through the stack: transcribe fanned out vs one invocation
 	VIDNOTES_MODELS_DIR=$(abspath $(STORE)) $(BIN)/python bench/bench_fanout.py
+
+train: models  ## fine-tune Whisper through the train_and_redeploy DAG on the local stack, redeploy, keep the new version (STEPS=N)
+	mkdir -p build/train
+	scripts/train.sh
 
 lint:  ## ruff over the repository (also part of make test)
 	$(BIN)/ruff check .

@@ -1,0 +1,165 @@
+"""vidnotes on Airflow: fine-tune the speech model and redeploy the transcribe function.
+
+``train_and_redeploy`` (manual; conf overrides the defaults below):
+    prepare_dataset -> train -> evaluate -> export_publish -> redeploy_smoke
+
+- prepare_dataset: makes sure ``<dataset>/manifest.jsonl`` exists in the training bucket; the
+  demonstration dataset (the Asterisk train/test split) is written and uploaded when missing.
+- train: ``vidnotes train run --no-publish`` (fine-tune, train.log, checkpoints, metrics.json).
+  Locally a process on the Airflow worker; with ``VIDNOTES_AIRFLOW_TRAIN_RUNNER=ecs`` the same
+  command runs as an ECS task of the training image (train/Dockerfile) through
+  ``EcsRunTaskOperator``, with the run directory on S3.
+- evaluate: reads metrics.json: WER before/after on the held-out split, loss first/last; fails
+  when training did not lower the loss.
+- export_publish: ``vidnotes train publish`` (ONNX, int8, parity, WER gate, publish); the new
+  version is made CURRENT only if its test WER is not worse. A failed gate stops the run here
+  (short-circuit): nothing is redeployed.
+- redeploy_smoke: ``vidnotes deploy transcribe --version V``: UpdateFunctionConfiguration of
+  vidnotes-transcribe, a smoke invocation that must answer with V, rollback otherwise.
+
+Nothing heavy is imported at parse time (torch is only in the subprocess).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import Param, dag, task
+
+PYTHON = sys.executable  # the venv the Airflow worker runs in has vidnotes installed
+DEFAULTS = {
+    "store": os.environ.get("VIDNOTES_AIRFLOW_MODEL_STORE", "s3://vidnotes-models/store"),
+    "dataset": os.environ.get("VIDNOTES_AIRFLOW_TRAIN_DATASET", "s3://vidnotes-training/asterisk"),
+    "run_dir": os.environ.get("VIDNOTES_AIRFLOW_TRAIN_RUN_DIR", "build/train/airflow"),
+    "steps": int(os.environ.get("VIDNOTES_AIRFLOW_TRAIN_STEPS", "200")),
+}
+RUNNER = os.environ.get("VIDNOTES_AIRFLOW_TRAIN_RUNNER", "local")  # local | ecs
+CONN_ID = os.environ.get("VIDNOTES_AIRFLOW_AWS_CONN_ID", "aws_vidnotes")
+
+
+def aws_env() -> dict[str, str]:
+    """Environment for the vidnotes commands: credentials and endpoints from the connection."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    hook = AwsBaseHook(aws_conn_id=CONN_ID, client_type="s3")
+    creds = hook.get_credentials()
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+           "AWS_DEFAULT_REGION": hook.conn_region_name or "us-east-1", "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    if creds.token:
+        env["AWS_SESSION_TOKEN"] = creds.token
+    if hook.conn_config.endpoint_url:
+        env["AWS_ENDPOINT_URL"] = hook.conn_config.endpoint_url
+    lam = (hook.conn_config.service_config or {}).get("lambda", {}).get("endpoint_url")
+    if lam:
+        env["AWS_ENDPOINT_URL_LAMBDA"] = lam
+    return env
+
+
+def vidnotes(*args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
+    cmd = [PYTHON, "-m", "vidnotes.cli", *args]
+    print("$ " + " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, env=aws_env(), stdout=subprocess.PIPE, stderr=None, text=True, check=False)
+    print(proc.stdout, flush=True)
+    if proc.returncode not in ok:
+        raise RuntimeError(f"{' '.join(args[:3])} failed with exit status {proc.returncode} (see the log above)")
+    return proc
+
+
+@dag(
+    dag_id="train_and_redeploy",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["vidnotes", "training"],
+    params={k: Param(v, type="integer" if isinstance(v, int) else "string") for k, v in DEFAULTS.items()},
+    default_args={"retries": 0},
+    doc_md=__doc__,
+)
+def train_and_redeploy():
+    @task(execution_timeout=timedelta(minutes=20))
+    def prepare_dataset(params: dict[str, Any]) -> str:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        dataset = params["dataset"].rstrip("/")
+        if not dataset.startswith("s3://"):
+            return dataset
+        bucket, _, prefix = dataset[5:].partition("/")
+        if S3Hook(aws_conn_id=CONN_ID).check_for_key(f"{prefix}/manifest.jsonl", bucket_name=bucket):
+            print(f"{dataset}/manifest.jsonl exists")
+            return dataset
+        with tempfile.TemporaryDirectory() as tmp:
+            vidnotes("train", "prepare-asterisk", tmp)
+            subprocess.run([str(Path(PYTHON).with_name("aws")), "s3", "sync", tmp, dataset + "/", "--only-show-errors"],
+                           env=aws_env(), check=True)  # fmt: skip
+        return dataset
+
+    if RUNNER == "ecs":
+        from airflow.providers.amazon.aws.operators.ecs import EcsRunTaskOperator
+
+        train = EcsRunTaskOperator(
+            task_id="train",
+            aws_conn_id=CONN_ID,
+            cluster=os.environ.get("VIDNOTES_AIRFLOW_ECS_CLUSTER", "vidnotes"),
+            task_definition=os.environ.get("VIDNOTES_AIRFLOW_ECS_TASK_DEFINITION", "vidnotes-train"),
+            launch_type="FARGATE",
+            overrides={"containerOverrides": [{"name": "train", "command": [
+                "--store", "{{ params.store }}", "train", "run", "--data", "{{ params.dataset }}",
+                "--run-dir", "{{ params.run_dir }}", "--steps", "{{ params.steps }}", "--no-publish"]}]},
+            network_configuration=json.loads(os.environ.get("VIDNOTES_AIRFLOW_ECS_NETWORK", "{}")) or None,
+            execution_timeout=timedelta(hours=6),
+        )  # fmt: skip
+    else:
+
+        @task(task_id="train", execution_timeout=timedelta(hours=6))
+        def train_local(dataset: str, params: dict[str, Any]) -> str:
+            run_dir = params["run_dir"]
+            resume = (Path(run_dir) / "checkpoints").is_dir() and any((Path(run_dir) / "checkpoints").iterdir())
+            args = ["--resume"] if resume else ["--data", dataset, "--steps", str(params["steps"])]
+            vidnotes("--store", params["store"], "train", "run", "--run-dir", run_dir, "--no-publish", *args)
+            return run_dir
+
+    @task
+    def evaluate(params: dict[str, Any]) -> dict[str, Any]:
+        run_dir = Path(params["run_dir"])
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        losses = [float(part.split("=")[1]) for line in (run_dir / "train.log").read_text().splitlines()
+                  if line.startswith("step=") for part in line.split() if part.startswith("loss=")]  # fmt: skip
+        first, last = sum(losses[:10]) / max(1, len(losses[:10])), sum(losses[-10:]) / max(1, len(losses[-10:]))
+        print(f"test WER {metrics['wer_before']:.2%} -> {metrics['wer_after']:.2%}; loss {first:.4f} -> {last:.4f} over {len(losses)} steps")
+        if not losses or last >= first:
+            raise RuntimeError(f"training did not lower the loss ({first:.4f} -> {last:.4f})")
+        return {"wer_before": metrics["wer_before"], "wer_after": metrics["wer_after"], "loss_first": first, "loss_last": last}
+
+    @task.short_circuit
+    def export_publish(params: dict[str, Any], **context) -> bool:
+        proc = vidnotes("--store", params["store"], "train", "publish", params["run_dir"], ok=(0, 4))
+        version = proc.stdout.strip().splitlines()[-1]
+        context["ti"].xcom_push(key="version", value=version)
+        if proc.returncode == 4:
+            print(f"{version}: test WER got worse, published but not CURRENT; not redeploying")
+            return False
+        return True
+
+    @task(execution_timeout=timedelta(minutes=20))
+    def redeploy_smoke(params: dict[str, Any], **context) -> str:
+        version = context["ti"].xcom_pull(task_ids="export_publish", key="version")
+        vidnotes("--store", params["store"], "deploy", "transcribe", "--version", version)
+        return version
+
+    dataset = prepare_dataset()
+    trained = train if RUNNER == "ecs" else train_local(dataset)
+    if RUNNER == "ecs":
+        dataset >> trained
+    gate = export_publish()
+    trained >> evaluate() >> gate >> redeploy_smoke()
+
+
+train_and_redeploy()

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# make train: the train_and_redeploy DAG (airflow dags test) against the local stack:
+# dataset -> fine-tune -> evaluate -> export/gate/publish -> redeploy + smoke. The store the
+# functions read (s3://vidnotes-models/store) is then copied back to models/, so the next
+# `make up` / `make demo` serves the new version. Starts the stack if it is not running and
+# stops it again afterwards unless KEEP=1. STEPS=N overrides the training steps (default 200).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+export PATH="$PWD/$BIN:$PATH" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1
+S3_URL=http://localhost:${VIDNOTES_LOCALSTACK_PORT:-4566}
+say() { echo "train: $*" >&2; }
+
+started=0
+if ! localstack/stack.sh status >/dev/null 2>&1; then
+  localstack/stack.sh up
+  started=1
+fi
+cleanup() { if [ "$started" = 1 ] && [ "${KEEP:-0}" != 1 ]; then localstack/stack.sh down; fi; }
+trap cleanup EXIT
+
+eval "$(scripts/airflow.sh env)"
+airflow db migrate >/dev/null 2>&1
+run_dir="build/train/run-$(date +%Y%m%d-%H%M%S)"
+conf=$(python -c 'import json,sys; print(json.dumps({"run_dir": sys.argv[1], "steps": int(sys.argv[2])}))' "$run_dir" "${STEPS:-200}")
+say "airflow dags test train_and_redeploy (run dir $run_dir)"
+airflow dags test train_and_redeploy -c "$conf" > "build/train/dag-$(basename "$run_dir").log" 2>&1 || {
+  tail -40 "build/train/dag-$(basename "$run_dir").log" >&2; say "the DAG run failed (log above)"; exit 1; }
+grep -E "test WER|loss .* over|gate|published|Marking run" "build/train/dag-$(basename "$run_dir").log" | sed 's/^/  /' >&2 || true
+aws --endpoint-url "$S3_URL" s3 sync s3://vidnotes-models/store/ models/ --only-show-errors
+say "models/ now serves whisper/$(cat models/whisper/CURRENT); train.log and metrics.json in $run_dir"
