@@ -345,3 +345,28 @@ def test_stage_outcome_names_the_first_failed_task():
     assert cfg.function("transcribe") == "t-var" and cfg.retries == 5 and cfg.aws_conn_id == "aws_vidnotes"
     with pytest.raises(ValueError, match="unknown keys"):
         Settings.load(env={}, variable={"fn_transcrib": "typo"})
+
+
+def test_train_and_redeploy_dag_shape(dagbag):
+    dag = dagbag.dags["train_and_redeploy"]
+    order = ["prepare_dataset", "train", "evaluate", "export_publish", "redeploy_smoke"]
+    tasks = {t.task_id: t for t in dag.tasks}
+    assert set(tasks) == set(order)
+    for a, b in zip(order, order[1:]):
+        assert b in tasks[a].downstream_task_ids, (a, b)
+    assert type(tasks["export_publish"]).__name__ == "_ShortCircuitDecoratedOperator"  # a failed gate stops the redeploy
+    assert set(dag.params.keys()) == {"store", "dataset", "run_dir", "steps"}
+
+
+def test_train_dag_runs_training_on_ecs_in_production(airflow_home):
+    code = (
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"bag = DagBag(dag_folder={str(REPO / 'dags' / 'train_and_redeploy.py')!r})\n"
+        "assert bag.import_errors == {}, bag.import_errors\n"
+        "t = bag.dags['train_and_redeploy'].get_task('train')\n"
+        "print(type(t).__name__, t.overrides['containerOverrides'][0]['command'][:4])\n"
+    )
+    env = {**os.environ, "VIDNOTES_AIRFLOW_TRAIN_RUNNER": "ecs"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "EcsRunTaskOperator ['--store', '{{ params.store }}', 'train', 'run']"
