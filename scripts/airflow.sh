@@ -64,73 +64,11 @@ EOF
 
 load_env() { eval "$(airflow_env)"; }
 
-# ---------------------------------------------------------------- processes (as localstack/stack.sh)
-pid_of() {
-    local f=$RUN/$1.pid pid
-    [[ -f $f ]] || return 1
-    pid=$(<"$f")
-    [[ $pid =~ ^[0-9]+$ && -r /proc/$pid/cmdline ]] || return 1
-    # setproctitle renames them: "airflow api_server -- host:...", "airflow scheduler ..."
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE -- "airflow ${1//-/[-_]}" || return 1
-    echo "$pid"
-}
-
-group_alive() { ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ {found = 1} END {exit !found}'; }
-
-spawn() {
-    local name=$1
-    shift
-    mkdir -p "$RUN" "$LOGS"
-    echo "=== $(date -u +%FT%TZ) $*" >>"$LOGS/$name.log"
-    setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
-    echo $! >"$RUN/$name.pid"
-}
-
-descendants() {
-    local c
-    for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do
-        echo "$c"
-        descendants "$c"
-    done
-}
-
-alive() { ps -o stat= -p "$1" 2>/dev/null | grep -qv '^Z'; }
-
-# stop NAME GRACE: TERM the process group, KILL it after GRACE seconds; then the descendants
-# that left the group (a LocalExecutor task runs in a session of its own), if any are left.
-stop() {
-    local name=$1 grace=$2 pid i kids k left
-    if ! pid=$(pid_of "$name"); then
-        rm -f "$RUN/$name.pid"
-        return 0
-    fi
-    say "stopping $name (pid $pid)"
-    kids=$(descendants "$pid")
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < grace * 10; i++)); do
-        group_alive "$pid" || break
-        sleep 0.1
-    done
-    if group_alive "$pid"; then
-        say "$name did not stop in ${grace} s: SIGKILL"
-        kill -KILL -- "-$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        left=
-        for k in $kids; do alive "$k" && left+=" $k"; done
-        [[ -z $left ]] && break
-        ((i == 0)) && kill -TERM $left 2>/dev/null
-        sleep 0.1
-    done
-    if [[ -n $left ]]; then
-        say "$name left processes behind:$left: SIGKILL"
-        kill -KILL $left 2>/dev/null || true
-    fi
-    rm -f "$RUN/$name.pid"
-}
-
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# ---------------------------------------------------------------- processes
+# shellcheck source=lib/procs.sh
+source "$ROOT/scripts/lib/procs.sh"
+# Airflow renames its processes (setproctitle): "airflow api_server -- host:...", "airflow scheduler ..."
+af_pattern() { echo "airflow ${1//-/[-_]}"; }
 
 # ---------------------------------------------------------------- commands
 cmd_up() {
@@ -142,13 +80,13 @@ cmd_up() {
         (umask 077 && "$VENV_DIR/bin/python" -c 'import json, secrets; print(json.dumps({"admin": secrets.token_urlsafe(12)}))' \
             >"$AF_HOME/passwords.json")
     fi
-    if ! pid_of api-server >/dev/null; then
+    if ! pid_of api-server "$(af_pattern api-server)" >/dev/null; then
         port_busy "$PORT" && die "port $PORT is in use (set VIDNOTES_AIRFLOW_PORT)"
     fi
     say "migrating the metadata database ($AF_HOME/airflow.db)"
     "$AIRFLOW" db migrate >>"$LOGS/db-migrate.log" 2>&1 || { tail -n 30 "$LOGS/db-migrate.log" >&2; die "airflow db migrate failed"; }
     for name in "${COMPONENTS[@]}"; do
-        if pid=$(pid_of "$name"); then
+        if pid=$(pid_of "$name" "$(af_pattern "$name")"); then
             say "$name already running (pid $pid)"
         elif [[ $name == api-server ]]; then
             spawn "$name" "$AIRFLOW" api-server --host 127.0.0.1 --port "$PORT" --workers 1
@@ -159,7 +97,7 @@ cmd_up() {
     # healthy = the API answers and reports the scheduler, triggerer and dag-processor alive
     until health=$(curl -sf "$API/api/v2/monitor/health" 2>/dev/null) && healthy "$health"; do
         for name in "${COMPONENTS[@]}"; do
-            pid_of "$name" >/dev/null || { tail -n 30 "$LOGS/$name.log" >&2; cmd_down; die "$name exited during startup"; }
+            pid_of "$name" "$(af_pattern "$name")" >/dev/null || { tail -n 30 "$LOGS/$name.log" >&2; cmd_down; die "$name exited during startup"; }
         done
         if ((SECONDS - t0 > TIMEOUT)); then
             echo "${health:-no answer from $API}" >&2
@@ -184,14 +122,14 @@ sys.exit(0 if ok else 1)' "$1"
 cmd_down() {
     local name
     for name in scheduler triggerer dag-processor api-server; do
-        stop "$name" 30
+        stop "$name" "$(af_pattern "$name")" 30
     done
 }
 
 cmd_status() {
     local name pid rc=0
     for name in "${COMPONENTS[@]}"; do
-        if pid=$(pid_of "$name"); then
+        if pid=$(pid_of "$name" "$(af_pattern "$name")"); then
             printf '%-14s running  pid %-8s log %s\n' "$name" "$pid" "$LOGS/$name.log"
         else
             printf '%-14s stopped\n' "$name"
