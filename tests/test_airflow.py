@@ -66,7 +66,7 @@ print(json.dumps({{"errors": {{k: str(v)[-500:] for k, v in bag.import_errors.it
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["errors"] == {}
-    assert set(out["dags"]) == {"video_to_notes", "video_to_notes_uploads"}
+    assert set(out["dags"]) == {"video_to_notes", "video_to_notes_uploads", "train_and_redeploy"}
     assert out["dags"]["video_to_notes"] == sorted(PIPELINE)
     assert out["heavy"] == [], f"heavy modules imported at parse time: {out['heavy']}"
     assert max(out["file_s"]) < 2.0, out  # the dag-processor's own measure of the file (~0.3 s here)
