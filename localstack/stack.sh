@@ -244,15 +244,6 @@ EOF
     return $rc
 }
 
-cmd_logs() {
-    shopt -s nullglob
-    local logs=("$LOGS"/*.log)
-    ((${#logs[@]})) || die "no logs in $LOGS"
-    if [[ ${1:-} == -f ]]; then
-        exec tail -n 20 -F "${logs[@]}"
-    fi
-    tail -n 40 "${logs[@]}"
-}
 
 cmd_env() {
     cat <<EOF

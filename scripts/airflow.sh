@@ -145,15 +145,6 @@ cmd_status() {
     return $rc
 }
 
-cmd_logs() {
-    shopt -s nullglob
-    local logs=("$LOGS"/*.log)
-    ((${#logs[@]})) || die "no logs in $LOGS"
-    if [[ ${1:-} == -f ]]; then
-        exec tail -n 20 -F "${logs[@]}"
-    fi
-    tail -n 40 "${logs[@]}"
-}
 
 case ${1:-} in
     up) cmd_up ;;

@@ -74,3 +74,13 @@ stop() {
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# cmd_logs [-f]: the last lines of every log in $LOGS (-f follows them). Needs die().
+cmd_logs() {
+    shopt -s nullglob
+    local logs=("$LOGS"/*.log)
+    ((${#logs[@]})) || die "no logs in $LOGS"
+    if [[ ${1:-} == -f ]]; then
+        exec tail -n 20 -F "${logs[@]}"
+    fi
+    tail -n 40 "${logs[@]}"
+}
