@@ -9,7 +9,6 @@ each window's start. Imports neither torch nor transformers.
 from __future__ import annotations
 
 import json
-import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -296,7 +295,3 @@ def _logsumexp(x: np.ndarray) -> np.ndarray:
     safe = np.where(np.isfinite(m), m, 0.0)
     with np.errstate(divide="ignore"):
         return safe + np.log(np.exp(x - safe[:, None]).sum(axis=-1))
-
-
-def real_time_factor(seconds: float, audio_seconds: float) -> float:
-    return seconds / audio_seconds if audio_seconds > 0 else math.nan

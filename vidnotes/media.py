@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidnotes.audio import SAMPLE_RATE, SILENCE_DBFS, AudioError, Window, decode_audio, loudest_dbfs, split_at_silences
+from vidnotes.audio import SAMPLE_RATE, SILENCE_DBFS, AudioError, decode_audio, loudest_dbfs
 
 
 class InputError(ValueError):
@@ -102,8 +102,3 @@ def read_wav(path: Path) -> np.ndarray:
         if w.getframerate() != SAMPLE_RATE or w.getnchannels() != 1 or w.getsampwidth() != 2:
             raise AudioError(f"{path.name}: expected 16 kHz mono 16-bit WAV")
         return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
-
-
-def chunk(audio: np.ndarray, *, max_seconds: float = 30.0) -> list[Window]:
-    """Cut at silences into windows of at most ``max_seconds``."""
-    return split_at_silences(audio, max_seconds=max_seconds)

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from vidnotes import jobs
+from vidnotes.audio import split_at_silences
 from vidnotes.formats import FORMATS, get_writer
 from vidnotes.jobs import Layout
-from vidnotes.media import InputError, chunk, load_speech, probe, read_wav, write_wav
+from vidnotes.media import InputError, load_speech, probe, read_wav, write_wav
 from vidnotes.storage import NotFound, Storage
 from vidnotes.store import sha256_file
 from vidnotes.types import Segment, Transcript
@@ -93,7 +94,7 @@ def extract_audio(
         e.input = input_info  # type: ignore[attr-defined]
         raise
     jobs.write_status(results, job.job_id, "running", stage="extract_audio", input=input_info)
-    windows = chunk(audio, max_seconds=limits.chunk_seconds)
+    windows = split_at_silences(audio, max_seconds=limits.chunk_seconds)
     chunks: list[dict[str, Any]] = []
     for i, w in enumerate(windows):
         path = work / f"chunk-{i:05d}.wav"
