@@ -150,6 +150,23 @@ class _NGramBan:
         return sorted(self.seen.get(tuple(seq[len(seq) - (self.n - 1) :]), ()))
 
 
+def _pack(items: list[tuple[str, int]], budget: int) -> list[str]:
+    """Join (text, tokens) items in order into space-separated groups of at most ``budget``
+    tokens each (an item larger than the budget makes a group of its own)."""
+    groups: list[str] = []
+    cur: list[str] = []
+    n = 0
+    for text, k in items:
+        if cur and n + k > budget:
+            groups.append(" ".join(cur))
+            cur, n = [], 0
+        cur.append(text)
+        n += k
+    if cur:
+        groups.append(" ".join(cur))
+    return groups
+
+
 class BartSummarizer:
     """Abstractive summaries from a BART ONNX export (``encoder_model.onnx`` +
     ``decoder_model_merged.onnx``), map-reduce over long transcripts."""
@@ -278,19 +295,7 @@ class BartSummarizer:
     # -- map-reduce ---------------------------------------------------------------------------
     def _split_long(self, sentence: str, budget: int) -> list[str]:
         """A sentence too long for one chunk, cut into word windows that fit."""
-        out: list[str] = []
-        cur: list[str] = []
-        n = 0
-        for w in sentence.split():
-            k = len(self._ids(" " + w))
-            if cur and n + k > budget:
-                out.append(" ".join(cur))
-                cur, n = [], 0
-            cur.append(w)
-            n += k
-        if cur:
-            out.append(" ".join(cur))
-        return out
+        return _pack([(w, len(self._ids(" " + w))) for w in sentence.split()], budget)
 
     def plan_chunks(self, text: str) -> list[str]:
         """Sentence-aligned pieces of ``text`` that each fit the encoder (with ``<s>``/``</s>``)."""
@@ -302,18 +307,7 @@ class BartSummarizer:
                 pieces.append((sent, k))
             else:
                 pieces.extend((p, len(self._ids(" " + p))) for p in self._split_long(sent, budget))
-        chunks: list[str] = []
-        cur: list[str] = []
-        n = 0
-        for sent, k in pieces:
-            if cur and n + k > budget:
-                chunks.append(" ".join(cur))
-                cur, n = [], 0
-            cur.append(sent)
-            n += k
-        if cur:
-            chunks.append(" ".join(cur))
-        return chunks
+        return _pack(pieces, budget)
 
     def _summarize_chunks(self, chunks: list[str], trace: MapReduceTrace) -> list[str]:
         trace.chunks_per_round.append(len(chunks))
