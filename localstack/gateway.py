@@ -11,9 +11,15 @@ Airflow's LambdaInvokeFunctionOperator use, for every function in functions/func
   PUT  /2015-03-31/functions/{name}/configuration        UpdateFunctionConfiguration
   GET  /health                                           state of every function process
 
-Each function runs as N processes of the real AWS Lambda Runtime Interface Emulator
-(`aws-lambda-rie ... python -m awslambdaric app.handler`), each serving one invocation at a time
-(the RIE crashes when it gets a second one while busy, so the gateway never sends one). Invocations
+Each function runs as N instances of the real AWS Lambda Runtime Interface Emulator, each serving
+one invocation at a time (the RIE crashes when it gets a second one while busy, so the gateway
+never sends one). Two runners:
+  --runner process   `aws-lambda-rie ... python -m awslambdaric app.handler` processes on the host
+                     (the function's directory + the repository on PYTHONPATH; no Docker needed)
+  --runner docker    one container per instance of the function's image (`make images`), run as
+                     Lambda runs it: its entrypoint starts the RIE on port 8080, published on
+                     127.0.0.1:<instance port>; the container reaches LocalStack at
+                     --container-endpoint-url (the docker bridge address) Invocations
 wait for a free process (up to `queue_timeout`, then 429 TooManyRequestsException, as a throttled
 Lambda does).
 
@@ -169,45 +175,80 @@ class Instance:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def container(self) -> str:
+        return f"{self.fn.gw.container_prefix}{self.fn.name}-{self.index}"
+
+    def _command(self) -> tuple[list[str], dict[str, str]]:
+        fn, gw = self.fn, self.fn.gw
+        env = fn.process_env(self.index)
+        if gw.runner == "process":
+            return [
+                str(gw.rie), "--log-level", gw.rie_log_level,
+                "--runtime-interface-emulator-address", f"127.0.0.1:{self.port}",
+                "--runtime-api-address", f"127.0.0.1:{self.api_port}",
+                str(gw.python), "-m", "awslambdaric", fn.handler,
+            ], env
+        # `-e NAME` takes the value from the docker client's environment: no secrets in `ps`.
+        cmd = ["docker", "run", "--rm", "--name", self.container, "--label", gw.container_label,
+               "--publish", f"127.0.0.1:{self.port}:8080", "--memory", f"{fn.memory}m",
+               # As on Lambda: a read-only file system but /tmp (a volume --rm removes).
+               "--read-only", "--volume", "/tmp"]
+        for name in sorted(env):
+            cmd += ["--env", name]
+        cmd += [fn.image, fn.handler]
+        return cmd, {**env, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+    def _ready(self) -> bool:
+        if self.fn.gw.runner == "process":
+            return _port_open(self.port)
+        # docker-proxy accepts connections before the RIE in the container listens; a request to
+        # an unknown path (404, not an invocation: the RIE invokes on any method) proves it does.
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+        try:
+            conn.request("GET", "/vidnotes-ready")
+            return conn.getresponse().status == 404
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+
     def start(self) -> None:
         fn = self.fn
         self.stop()
         if _port_open(self.port) or _port_open(self.api_port):
             raise RuntimeError(f"port {self.port} or {self.api_port} is already in use")
-        cmd = [
-            str(fn.gw.rie), "--log-level", fn.gw.rie_log_level,
-            "--runtime-interface-emulator-address", f"127.0.0.1:{self.port}",
-            "--runtime-api-address", f"127.0.0.1:{self.api_port}",
-            str(fn.gw.python), "-m", "awslambdaric", fn.handler,
-        ]
-        env = fn.process_env(self.index)
+        cmd, env = self._command()
         self.proc = subprocess.Popen(
-            cmd, cwd=fn.dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            cmd, cwd=fn.dir if fn.gw.runner == "process" else fn.gw.root, env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.starts += 1
         self.generation = fn.generation
         _atomic_write(self.pid_file, f"{self.proc.pid}\n")
         threading.Thread(target=self._pump, args=(self.proc,), daemon=True,
                          name=f"log-{fn.name}-{self.index}").start()
-        deadline = time.monotonic() + 10
-        while not _port_open(self.port):
+        what = "aws-lambda-rie" if fn.gw.runner == "process" else f"container {self.container}"
+        deadline = time.monotonic() + (10 if fn.gw.runner == "process" else 60)
+        while not self._ready():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"aws-lambda-rie exited with {self.proc.returncode} "
+                raise RuntimeError(f"{what} exited with {self.proc.returncode} "
                                    f"(see {fn.log_path})")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"aws-lambda-rie did not listen on {self.port} in 10 s")
+                raise RuntimeError(f"{what} did not listen on {self.port} in time")
             time.sleep(0.02)
-        fn.log(self.index, f"[gateway] started aws-lambda-rie pid {self.proc.pid} on "
-                           f"127.0.0.1:{self.port} (runtime API {self.api_port}, "
-                           f"generation {self.generation})")
+        fn.log(self.index, f"[gateway] started {what} (pid {self.proc.pid}) on "
+                           f"127.0.0.1:{self.port} (generation {self.generation})")
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
         if proc is not None:
             stop_child(proc, grace=3.0)
-            self.fn.log(self.index, f"[gateway] stopped aws-lambda-rie pid {proc.pid} "
-                                    f"(rc {proc.returncode})")
+            self.fn.log(self.index, f"[gateway] stopped pid {proc.pid} (rc {proc.returncode})")
+        if self.fn.gw.runner == "docker":  # the container outlives a killed `docker run` client
+            subprocess.run(["docker", "rm", "--force", self.container], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=False)
         try:
             self.pid_file.unlink()
         except FileNotFoundError:
@@ -267,6 +308,7 @@ class Function:
         qt = spec.get("queue_timeout", defaults.get("queue_timeout"))
         self.queue_timeout = float(qt) if qt is not None else None
         self.description = spec.get("description", "")
+        self.image = spec.get("image", f"{name}:latest")  # the docker runner's image
         self.variables: dict[str, str] = {str(k): str(v) for k, v in
                                           {**defaults.get("environment", {}),
                                            **spec.get("environment", {})}.items()}
@@ -326,21 +368,35 @@ class Function:
             "LastUpdateStatus": "Successful" if self.state == "Active" else "Failed",
             "PackageType": "Image",
             "ImageConfigResponse": {"ImageConfig": {
-                "Command": [self.handler], "WorkingDirectory": str(self.dir)}},
+                "Command": [self.handler],
+                "WorkingDirectory": "/var/task" if self.gw.runner == "docker" else str(self.dir)}},
             "Architectures": ["x86_64"],
             "EphemeralStorage": {"Size": 512},
             "LoggingConfig": {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{self.name}"},
         }
 
+    def code_location(self) -> dict:
+        """GetFunction's Code: the local image (docker runner), else a placeholder ECR address."""
+        if self.gw.runner == "docker":
+            image_id = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", self.image],
+                                      capture_output=True, text=True, check=False).stdout.strip()
+            return {"RepositoryType": "ECR", "ImageUri": self.image,
+                    "ResolvedImageUri": f"{self.image.rsplit(':', 1)[0]}@{image_id or 'unknown'}"}
+        ecr = f"{self.gw.account}.dkr.ecr.{self.gw.region}.amazonaws.com/{self.name}"
+        return {"RepositoryType": "ECR", "ImageUri": f"{ecr}:local",
+                "ResolvedImageUri": f"{ecr}@sha256:" + "0" * 64}
+
     def process_env(self, index: int) -> dict[str, str]:
         gw = self.gw
-        env = {k: os.environ[k] for k in PASSENV if k in os.environ}
+        docker = gw.runner == "docker"
+        env = {} if docker else {k: os.environ[k] for k in PASSENV if k in os.environ}
         env.update({
-            "AWS_ENDPOINT_URL": gw.endpoint_url,
-            "AWS_ENDPOINT_URL_LAMBDA": gw.public_url,
+            "AWS_ENDPOINT_URL": gw.container_endpoint_url if docker else gw.endpoint_url,
             "AWS_ACCESS_KEY_ID": "test",
             "AWS_SECRET_ACCESS_KEY": "test",
         })
+        if not docker:
+            env["AWS_ENDPOINT_URL_LAMBDA"] = gw.public_url
         env.update(self.variables)
         env.update({
             "AWS_REGION": gw.region,
@@ -354,11 +410,10 @@ class Function:
             "AWS_LAMBDA_LOG_STREAM_NAME":
                 f"{time.strftime('%Y/%m/%d')}/[$LATEST]local{index}",
             "AWS_EXECUTION_ENV": f"AWS_Lambda_{PYTHON_RUNTIME}",
-            "LAMBDA_TASK_ROOT": str(self.dir),
-            "PYTHONPATH": str(gw.root),
             "PYTHONUNBUFFERED": "1",
-            "TZ": ":UTC",
         })
+        if not docker:  # the image sets these itself
+            env.update({"LAMBDA_TASK_ROOT": str(self.dir), "PYTHONPATH": str(gw.root), "TZ": ":UTC"})
         return env
 
     # ------------------------------------------------------------------ logs
@@ -465,11 +520,14 @@ class Function:
         return {
             "state": self.state,
             **({"reason": self.reason} if self.reason else {}),
+            "runner": self.gw.runner,
+            **({"image": self.image} if self.gw.runner == "docker" else {}),
             "dir": str(self.dir),
             "handler": self.handler,
             "log": str(self.log_path),
             "instances": [{
                 "index": i.index, "port": i.port, "runtime_api_port": i.api_port,
+                **({"container": i.container} if self.gw.runner == "docker" else {}),
                 "pid": i.proc.pid if i.proc else None, "alive": i.alive(), "busy": i.busy,
                 "generation": i.generation, "starts": i.starts, "invocations": i.invocations,
                 "function_errors": i.errors,
@@ -491,8 +549,13 @@ class Gateway:
         self.public_url = f"http://127.0.0.1:{args.port}"
         self.queue_timeout = args.queue_timeout
         self.rie_log_level = args.rie_log_level
+        self.runner = args.runner
+        self.container_endpoint_url = args.container_endpoint_url or args.endpoint_url
+        # Containers carry this label so `stack.sh down` finds them even after a SIGKILL here.
+        self.container_label = f"vidnotes.stack={self.run_dir}"
+        self.container_prefix = f"vidnotes-{hashlib.sha256(str(self.run_dir).encode()).hexdigest()[:8]}-"
         self._state_lock = threading.Lock()
-        if not self.rie.is_file():
+        if self.runner == "process" and not self.rie.is_file():
             raise SystemExit(f"gateway: no aws-lambda-rie at {self.rie} (run localstack/setup.sh)")
         config = json.loads(self.config_path.read_text())
         defaults = config.get("defaults", {})
@@ -710,11 +773,7 @@ class Handler(BaseHTTPRequestHandler):
         if sub is None and method == "GET":
             return self._json(200, {
                 "Configuration": fn.configuration(),
-                "Code": {"RepositoryType": "ECR",
-                         "ImageUri": f"{gw.account}.dkr.ecr.{gw.region}.amazonaws.com/"
-                                     f"{fn.name}:local",
-                         "ResolvedImageUri": f"{gw.account}.dkr.ecr.{gw.region}.amazonaws.com/"
-                                             f"{fn.name}@sha256:" + "0" * 64},
+                "Code": fn.code_location(),
                 "Concurrency": {"ReservedConcurrentExecutions": fn.concurrency},
                 "Tags": {"vidnotes:local": "true"},
             })
@@ -823,6 +882,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds an invocation waits for a free process (default: the "
                         "function's queue_timeout, else its timeout)")
     p.add_argument("--rie-log-level", default=env("VIDNOTES_RIE_LOG_LEVEL", "info"))
+    p.add_argument("--runner", choices=("process", "docker"), default=env("VIDNOTES_RUNNER", "process"),
+                   help="process: RIE processes on the host; docker: the functions' images")
+    p.add_argument("--container-endpoint-url", default=env("VIDNOTES_CONTAINER_ENDPOINT_URL"),
+                   help="the AWS endpoint as containers see it (docker runner; default "
+                        "--endpoint-url)")
     return p.parse_args(argv)
 
 

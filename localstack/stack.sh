@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# The vidnotes local stack, without Docker:
+# The vidnotes local stack:
 #   LocalStack Community in host mode (S3, SQS, STS, IAM)   http://localhost:${VIDNOTES_LOCALSTACK_PORT:-4566}
 #   the Lambda gateway (localstack/gateway.py) in front of
-#   aws-lambda-rie processes, one per function slot          http://localhost:${VIDNOTES_LAMBDA_PORT:-9001}
+#   one Lambda Runtime Interface Emulator per function slot  http://localhost:${VIDNOTES_LAMBDA_PORT:-9001}
+#
+# VIDNOTES_PROFILE (make up PROFILE=...) picks how the functions run:
+#   process (default)  aws-lambda-rie processes on the host; no Docker
+#   docker             the functions' container images (`make images`), one container per slot,
+#                      on a Docker engine (scripts/docker.sh); LocalStack also listens on the
+#                      docker bridge so the containers reach S3
 #
 #   localstack/stack.sh up        set up if needed, start everything, wait until healthy
 #   localstack/stack.sh down      stop everything it started (by pid, process groups), idempotent
@@ -30,6 +36,7 @@ FUNCTIONS=${VIDNOTES_FUNCTIONS_CONFIG:-$ROOT/functions/functions.json}
 MODELS=${VIDNOTES_MODELS_DIR:-$ROOT/models}
 TIMEOUT=${VIDNOTES_STACK_TIMEOUT:-90}
 SERVICES=${VIDNOTES_LOCALSTACK_SERVICES:-s3,sqs,sts,iam}
+PROFILE=${VIDNOTES_PROFILE:-process}
 LS_URL=http://127.0.0.1:$LS_PORT
 GW_URL=http://127.0.0.1:$LAMBDA_PORT
 INIT_SCRIPT=$ROOT/localstack/init/ready.d/10-resources.sh
@@ -61,10 +68,12 @@ start_localstack() {
         rm -rf "$fsroot/etc/localstack/init"
     fi
     ln -sfn "$ROOT/localstack/init" "$fsroot/etc/localstack/init"
-    say "starting LocalStack on $LS_URL (services $SERVICES)"
+    local listen=127.0.0.1:$LS_PORT
+    [[ $PROFILE == docker ]] && listen+=",$BRIDGE_IP:$LS_PORT"
+    say "starting LocalStack on $LS_URL (services $SERVICES, listening on $listen)"
     (
         cd "$STACK"   # not the repo root, where ./localstack (this directory) sits on sys.path
-        export GATEWAY_LISTEN=127.0.0.1:$LS_PORT OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT=$fsroot \
+        export GATEWAY_LISTEN=$listen OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT=$fsroot \
             SERVICES=$SERVICES LOCALSTACK_HOST=localhost:$LS_PORT SQS_ENDPOINT_STRATEGY=off \
             DNS_ADDRESS=0 SKIP_SSL_CERT_DOWNLOAD=1 DISABLE_EVENTS=1 PERSISTENCE=0 \
             AWS_DEFAULT_REGION=$REGION VIDNOTES_REGION=$REGION VIDNOTES_LOCALSTACK_PORT=$LS_PORT
@@ -140,11 +149,50 @@ start_gateway() {
     # Like LocalStack (no persistence), a fresh stack forgets UpdateFunctionConfiguration changes.
     rm -rf "$STATE"
     mkdir -p "$STATE"
-    say "starting the lambda gateway on $GW_URL (functions from $FUNCTIONS, processes from port $FN_BASE_PORT)"
+    local runner=(--runner process)
+    [[ $PROFILE == docker ]] && runner=(--runner docker --container-endpoint-url "http://$BRIDGE_IP:$LS_PORT")
+    say "starting the lambda gateway on $GW_URL (functions from $FUNCTIONS, ${runner[1]} runner, ports from $FN_BASE_PORT)"
     spawn gateway "$MAIN_VENV/bin/python" "$ROOT/localstack/gateway.py" \
         --config "$FUNCTIONS" --root "$ROOT" --port "$LAMBDA_PORT" --base-port "$FN_BASE_PORT" \
         --endpoint-url "$LS_URL" --region "$REGION" --state-dir "$STATE" --log-dir "$LOGS" \
-        --run-dir "$RUN" --rie "$BIN/aws-lambda-rie" --python "$MAIN_VENV/bin/python"
+        --run-dir "$RUN" --rie "$BIN/aws-lambda-rie" --python "$MAIN_VENV/bin/python" "${runner[@]}"
+}
+
+# ---------------------------------------------------------------- docker profile
+prepare_docker() {
+    local name missing=()
+    "$ROOT/scripts/docker.sh" up
+    for name in $(function_images); do
+        docker image inspect "$name" >/dev/null 2>&1 || missing+=("$name")
+    done
+    ((${#missing[@]} == 0)) || die "no image ${missing[*]}: build them first (make images)"
+    # The host's address on the default bridge (IPAM has no Gateway when dockerd picked the subnet).
+    BRIDGE_IP=$(docker network inspect bridge --format '{{range .IPAM.Config}}{{.Gateway}}{{end}}')
+    if [[ -z $BRIDGE_IP ]]; then
+        local dev
+        dev=$(docker network inspect bridge --format '{{index .Options "com.docker.network.bridge.name"}}')
+        BRIDGE_IP=$(ip -4 -o addr show "${dev:-docker0}" | awk '{sub(/\/.*/, "", $4); print $4; exit}')
+    fi
+    [[ -n $BRIDGE_IP ]] || die "no address of the docker bridge network"
+    say "docker profile: functions from images, LocalStack also on $BRIDGE_IP:$LS_PORT"
+}
+
+function_images() {  # the image of each function in functions.json
+    "$MAIN_VENV/bin/python" -c '
+import json, sys
+doc = json.load(open(sys.argv[1]))
+print("\n".join(spec.get("image", f"{name}:latest") for name, spec in doc["functions"].items()))
+' "$FUNCTIONS"
+}
+
+remove_containers() {  # what a killed gateway left behind
+    command -v docker >/dev/null && docker info >/dev/null 2>&1 || return 0
+    local ids
+    ids=$(docker ps -aq --filter "label=vidnotes.stack=$RUN")
+    [[ -z $ids ]] && return 0
+    say "removing containers of this stack: $(echo $ids)"
+    # shellcheck disable=SC2086
+    docker rm --force $ids >/dev/null
 }
 
 wait_gateway() {
@@ -180,13 +228,19 @@ cmd_up() {
     local t0=$SECONDS
     "$ROOT/localstack/setup.sh"
     [[ -f $FUNCTIONS ]] || die "no functions config at $FUNCTIONS"
+    [[ $PROFILE == process || $PROFILE == docker ]] || die "unknown profile $PROFILE (process, docker)"
     mkdir -p "$RUN" "$LOGS"
+    if [[ -f $RUN/profile && $(<"$RUN/profile") != "$PROFILE" ]] && pid_of gateway localstack/gateway.py >/dev/null; then
+        die "the stack runs with profile $(<"$RUN/profile"): \`make down\` first"
+    fi
+    [[ $PROFILE == docker ]] && prepare_docker
+    echo "$PROFILE" >"$RUN/profile"
     if ! (start_localstack && wait_localstack && sync_models && start_gateway && wait_gateway); then
         say "up failed: stopping what runs"
         cmd_down
         exit 1
     fi
-    say "up in $((SECONDS - t0)) s: S3/SQS $LS_URL, Lambda $GW_URL, logs $LOGS"
+    say "up in $((SECONDS - t0)) s ($PROFILE profile): S3/SQS $LS_URL, Lambda $GW_URL, logs $LOGS"
 }
 
 cmd_down() {
@@ -196,9 +250,11 @@ cmd_down() {
     for f in "$RUN"/rie-*.pid; do
         [[ -e $f ]] || continue
         name=$(basename "$f" .pid)
-        stop "$name" aws-lambda-rie 5
+        stop "$name" 'aws-lambda-rie|docker run' 5
     done
+    remove_containers
     stop localstack localstack.runtime.main 30
+    rm -f "$RUN/profile"
 }
 
 cmd_status() {

@@ -69,8 +69,9 @@ def function_processes(config: Path | None = None) -> int:
 
 
 @contextlib.contextmanager
-def stack_up(tmp: Path, *, models: Path | None) -> Iterator[dict]:
-    """`localstack/stack.sh up` on free ports with its own stack dir; `down` on exit."""
+def stack_up(tmp: Path, *, models: Path | None, profile: str = "process") -> Iterator[dict]:
+    """`localstack/stack.sh up` on free ports with its own stack dir; `down` on exit.
+    profile: process (RIE processes) or docker (the functions' images; `make images` first)."""
     ls_port = free_ports(2 + 2 * function_processes())
     lambda_port, fn_base = ls_port + 1, ls_port + 2
     env = {
@@ -81,6 +82,7 @@ def stack_up(tmp: Path, *, models: Path | None) -> Iterator[dict]:
         "VIDNOTES_FUNCTION_BASE_PORT": str(fn_base),
         "VIDNOTES_MODELS_DIR": str(models or tmp / "no-models"),
         "VENV": str(Path(sys.executable).parents[1]),
+        "VIDNOTES_PROFILE": profile,
     }
     script = str(REPO / "localstack" / "stack.sh")
     try:

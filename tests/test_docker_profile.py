@@ -1,0 +1,89 @@
+"""The functions as container images: `scripts/images.sh functions` builds them here (a Docker
+engine, base images made with debootstrap, a host-side wheelhouse), then the stack runs with
+VIDNOTES_PROFILE=docker and the system tests of test_system.py run again, unchanged, against the
+containers: upload -> PDF with the AWS CLI, a bad upload, wrong payloads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_system import (  # noqa: F401  (collected here again, against the docker profile)
+    test_bad_upload_is_a_function_error_with_a_status_record,
+    test_upload_to_pdf_with_the_aws_cli,
+    test_wrong_payloads_get_clear_errors,
+    video,
+)
+
+from stackutil import REPO, aws_cli, get_json, stack_up
+
+FUNCTION_IMAGES = ["vidnotes-extract-audio", "vidnotes-transcribe", "vidnotes-summarize", "vidnotes-render-pdf"]
+
+
+def docker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def engine_running() -> bool:
+    try:
+        return docker("info", "--format", "{{.ServerVersion}}", timeout=30).returncode == 0
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def images():
+    """Build the function images (a no-op rebuild when they are current); stop the Docker engine
+    afterwards if this fixture started it."""
+    started_here = not engine_running()
+    r = subprocess.run([str(REPO / "scripts" / "images.sh"), "functions"], capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stderr[-4000:]
+    yield r.stderr
+    if started_here:
+        down = subprocess.run([str(REPO / "scripts" / "docker.sh"), "down"], capture_output=True, text=True, timeout=120)
+        assert down.returncode == 0, down.stderr
+
+
+@pytest.fixture(scope="module")
+def live_stack(images, store, tmp_path_factory):
+    """The local stack with every function in its container (overrides conftest's live_stack for
+    the tests imported above)."""
+    with stack_up(tmp_path_factory.mktemp("docker-stack"), models=Path(store.root), profile="docker") as stack:
+        yield stack
+    left = docker("ps", "-aq", "--filter", f"label=vidnotes.stack={stack['tmp'] / 'run'}")
+    assert left.stdout.strip() == "", "stack.sh down left containers behind"
+
+
+def image_size_mb(tag: str) -> float:
+    return int(docker("image", "inspect", tag, "--format", "{{.Size}}").stdout) / 1e6
+
+
+def test_images_are_small_and_carry_no_torch(images):
+    sizes = {name: image_size_mb(f"{name}:latest") for name in FUNCTION_IMAGES}
+    assert sizes["vidnotes-transcribe"] < 600, sizes
+    for name in FUNCTION_IMAGES:
+        r = docker("run", "--rm", "--entrypoint", "python3", f"{name}:latest", "-c",
+                   "import importlib.util as u, json; print(json.dumps([m for m in ('torch', 'transformers', 'onnxruntime', 'awslambdaric') if u.find_spec(m)]))")  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        found = json.loads(r.stdout)
+        assert "torch" not in found and "transformers" not in found, (name, found)
+        assert "awslambdaric" in found
+        assert ("onnxruntime" in found) == (name in ("vidnotes-transcribe", "vidnotes-summarize")), (name, found)
+    ff = docker("run", "--rm", "--entrypoint", "ffprobe", "vidnotes-extract-audio:latest", "-version")
+    assert ff.returncode == 0 and ff.stdout.startswith("ffprobe version"), ff.stderr
+
+
+def test_functions_run_in_containers(live_stack):
+    health = get_json(f"{live_stack['lambda']}/health")
+    assert health["status"] == "ok"
+    for name in FUNCTION_IMAGES:
+        fn = health["functions"][name]
+        assert fn["runner"] == "docker" and fn["image"] == f"{name}:latest"
+        running = docker("inspect", "--format", "{{.State.Running}} {{.Config.Image}} {{.HostConfig.ReadonlyRootfs}}", fn["instances"][0]["container"])
+        assert running.stdout.split() == ["true", f"{name}:latest", "true"], running.stderr
+    got = json.loads(aws_cli(live_stack["lambda"], "lambda", "get-function", "--function-name", "vidnotes-transcribe").stdout)
+    assert got["Configuration"]["PackageType"] == "Image" and got["Code"]["ImageUri"] == "vidnotes-transcribe:latest"
+    image_id = docker("image", "inspect", "--format", "{{.Id}}", "vidnotes-transcribe:latest").stdout.strip()
+    assert got["Code"]["ResolvedImageUri"] == f"vidnotes-transcribe@{image_id}"
