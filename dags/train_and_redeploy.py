@@ -5,10 +5,13 @@
 
 - prepare_dataset: makes sure ``<dataset>/manifest.jsonl`` exists in the training bucket; the
   demonstration dataset (the Asterisk train/test split) is written and uploaded when missing.
-- train: ``vidnotes train run --no-publish`` (fine-tune, train.log, checkpoints, metrics.json).
-  Locally a process on the Airflow worker; with ``VIDNOTES_AIRFLOW_TRAIN_RUNNER=ecs`` the same
-  command runs as an ECS task of the training image (train/Dockerfile) through
-  ``EcsRunTaskOperator``, with the run directory on S3.
+- train: ``vidnotes train run --no-publish`` (fine-tune, train.log, checkpoints, metrics.json),
+  where ``VIDNOTES_AIRFLOW_TRAIN_RUNNER`` says:
+    local   a process on the Airflow worker (default)
+    docker  a container of the training image (``vidnotes-train:latest``, ``make images``;
+            ``VIDNOTES_AIRFLOW_TRAIN_IMAGE``) on the worker's Docker engine, host network, the
+            run directory mounted at the same path
+    ecs     an ECS task of the training image through ``EcsRunTaskOperator``
 - evaluate: reads metrics.json: WER before/after on the held-out split, loss first/last; fails
   when training did not lower the loss.
 - export_publish: ``vidnotes train publish`` (ONNX, int8, parity, WER gate, publish); the new
@@ -40,7 +43,10 @@ DEFAULTS = {
     "run_dir": os.environ.get("VIDNOTES_AIRFLOW_TRAIN_RUN_DIR", "build/train/airflow"),
     "steps": int(os.environ.get("VIDNOTES_AIRFLOW_TRAIN_STEPS", "200")),
 }
-RUNNER = os.environ.get("VIDNOTES_AIRFLOW_TRAIN_RUNNER", "local")  # local | ecs
+RUNNER = os.environ.get("VIDNOTES_AIRFLOW_TRAIN_RUNNER", "local")  # local | docker | ecs
+TRAIN_IMAGE = os.environ.get("VIDNOTES_AIRFLOW_TRAIN_IMAGE", "vidnotes-train:latest")
+# What the training container gets from the connection's environment.
+CONTAINER_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
 CONN_ID = os.environ.get("VIDNOTES_AIRFLOW_AWS_CONN_ID", "aws_vidnotes")
 
 
@@ -62,14 +68,30 @@ def aws_env() -> dict[str, str]:
     return env
 
 
-def vidnotes(*args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
-    cmd = [PYTHON, "-m", "vidnotes.cli", *args]
+def vidnotes(*args: str, ok: tuple[int, ...] = (0,), prefix: list[str] | None = None) -> subprocess.CompletedProcess:
+    """Run a vidnotes command (``prefix`` replaces ``python -m vidnotes.cli``, e.g. a docker run)."""
+    cmd = [*(prefix or [PYTHON, "-m", "vidnotes.cli"]), *args]
     print("$ " + " ".join(cmd), flush=True)
     proc = subprocess.run(cmd, env=aws_env(), stdout=subprocess.PIPE, stderr=None, text=True, check=False)
     print(proc.stdout, flush=True)
     if proc.returncode not in ok:
         raise RuntimeError(f"{' '.join(args[:3])} failed with exit status {proc.returncode} (see the log above)")
     return proc
+
+
+def train_args(dataset: str, params: dict[str, Any], run_dir: str) -> list[str]:
+    """`vidnotes train run` arguments: resume a run that has checkpoints, else start one."""
+    checkpoints = Path(run_dir) / "checkpoints"
+    resume = checkpoints.is_dir() and any(checkpoints.iterdir())
+    return ["--run-dir", run_dir, "--no-publish", *(["--resume"] if resume else ["--data", dataset, "--steps", str(params["steps"])])]
+
+
+def docker_train_prefix(run_dir: str, store: str) -> list[str]:
+    """`docker run` of the training image (its entrypoint is `vidnotes train run`)."""
+    env = aws_env()
+    flags = [x for name in CONTAINER_ENV if name in env for x in ("--env", name)]
+    return ["docker", "run", "--rm", "--network", "host", "--volume", f"{run_dir}:{run_dir}",
+            *flags, "--env", f"VIDNOTES_MODEL_STORE={store}", TRAIN_IMAGE]  # fmt: skip
 
 
 @dag(
@@ -110,20 +132,30 @@ def train_and_redeploy():
             cluster=os.environ.get("VIDNOTES_AIRFLOW_ECS_CLUSTER", "vidnotes"),
             task_definition=os.environ.get("VIDNOTES_AIRFLOW_ECS_TASK_DEFINITION", "vidnotes-train"),
             launch_type="FARGATE",
-            overrides={"containerOverrides": [{"name": "train", "command": [
-                "--store", "{{ params.store }}", "train", "run", "--data", "{{ params.dataset }}",
-                "--run-dir", "{{ params.run_dir }}", "--steps", "{{ params.steps }}", "--no-publish"]}]},
+            # The image's entrypoint is `vidnotes train run`; the store comes from its environment.
+            overrides={"containerOverrides": [{
+                "name": "train",
+                "command": ["--data", "{{ params.dataset }}", "--run-dir", "{{ params.run_dir }}",
+                            "--steps", "{{ params.steps }}", "--no-publish"],
+                "environment": [{"name": "VIDNOTES_MODEL_STORE", "value": "{{ params.store }}"}]}]},
             network_configuration=json.loads(os.environ.get("VIDNOTES_AIRFLOW_ECS_NETWORK", "{}")) or None,
             execution_timeout=timedelta(hours=6),
         )  # fmt: skip
+    elif RUNNER == "docker":
+
+        @task(task_id="train", execution_timeout=timedelta(hours=6))
+        def train_docker(dataset: str, params: dict[str, Any]) -> str:
+            run_dir = str(Path(params["run_dir"]).resolve())
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            vidnotes(*train_args(dataset, params, run_dir), prefix=docker_train_prefix(run_dir, params["store"]))
+            return run_dir
+
     else:
 
         @task(task_id="train", execution_timeout=timedelta(hours=6))
         def train_local(dataset: str, params: dict[str, Any]) -> str:
             run_dir = params["run_dir"]
-            resume = (Path(run_dir) / "checkpoints").is_dir() and any((Path(run_dir) / "checkpoints").iterdir())
-            args = ["--resume"] if resume else ["--data", dataset, "--steps", str(params["steps"])]
-            vidnotes("--store", params["store"], "train", "run", "--run-dir", run_dir, "--no-publish", *args)
+            vidnotes("--store", params["store"], "train", "run", *train_args(dataset, params, run_dir))
             return run_dir
 
     @task
@@ -155,7 +187,7 @@ def train_and_redeploy():
         return version
 
     dataset = prepare_dataset()
-    trained = train if RUNNER == "ecs" else train_local(dataset)
+    trained = train if RUNNER == "ecs" else train_docker(dataset) if RUNNER == "docker" else train_local(dataset)
     if RUNNER == "ecs":
         dataset >> trained
     gate = export_publish()

@@ -54,13 +54,13 @@ wheelhouse() {
     mkdir -p "$WHEELS"
     say "wheelhouse $WHEELS: the functions' requirements, $AWSLAMBDARIC, $FFMPEG_WHEEL"
     "$MAIN_VENV/bin/pip" download -q --disable-pip-version-check --only-binary=:all: -d "$WHEELS" \
-        "${reqs[@]}" "$AWSLAMBDARIC" "$FFMPEG_WHEEL"
+        "${reqs[@]}" "$AWSLAMBDARIC" "$FFMPEG_WHEEL" 2> >(grep -v 'is ignored: it is neither' >&2)
 }
 
 wheelhouse_train() {
     say "wheelhouse $WHEELS: vidnotes[train] (torch 2.13.0 CPU), setuptools"
     "$MAIN_VENV/bin/pip" download -q --disable-pip-version-check -d "$WHEELS" \
-        "setuptools>=68" wheel "$ROOT[train]"
+        "setuptools>=68" wheel "$ROOT[train]" 2> >(grep -v 'is ignored: it is neither' >&2)
     rm -f "$WHEELS"/vidnotes-*   # the project itself is copied into the image, not installed from here
 }
 
@@ -165,7 +165,11 @@ train() {
 
 sizes() {
     local f=$OUT/sizes.txt
-    docker image ls --filter label=vidnotes.image --format '{{.Repository}}:{{.Tag}}' | sort | while read -r tag; do
+    local tag tags=(vidnotes-debian:$SUITE vidnotes-python:3.11 vidnotes-lambda-python:3.11 vidnotes-static-ffmpeg:6.0)
+    for t in "${FUNCTIONS[@]}"; do tags+=("$(image_name "$t"):latest"); done
+    tags+=(vidnotes-train:latest)
+    for tag in "${tags[@]}"; do
+        have_image "$tag" || continue
         printf '%-34s %8.1f MB\n' "$tag" "$(docker image inspect "$tag" --format '{{.Size}}' | awk '{print $1 / 1e6}')"
     done | tee "$f"
     say "sizes in $f"

@@ -25,14 +25,13 @@ from pathlib import Path
 
 import pytest
 
-from stackutil import REPO, airflow_env, airflow_up, aws_cli, client, drain_queue, log_tails
+from stackutil import REPO, airflow_up, aws_cli, client, drain_queue, log_tails, run_dag
 from vidnotes.orchestration import Upload, run_id_for, uploads_from_asset_extras, uploads_from_body, uploads_from_conf
 from vidnotes.sample import make_sample_video
 
 sys.path.insert(0, str(REPO / "scripts"))
 from airflow_client import Airflow  # noqa: E402
 
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 HEAVY = ("numpy", "torch", "onnxruntime", "transformers", "tokenizers", "vidnotes.asr", "vidnotes.stages", "faster_whisper")
 PIPELINE = ["parse_trigger", "extract_audio", "transcribe", "summarize", "render_pdf", "record_outcome"]
 
@@ -73,43 +72,7 @@ print(json.dumps({{"errors": {{k: str(v)[-500:] for k, v in bag.import_errors.it
     assert out["parse_s"] < 5.0, out
 
 
-# -- in-process Airflow: dag.test() against the live stack --------------------------------------
-@pytest.fixture(scope="module")
-def airflow_home(live_stack, tmp_path_factory):
-    """This process configured as `scripts/airflow.sh env` configures Airflow (its own
-    AIRFLOW_HOME, SQLite, the connection aws_vidnotes to the test stack), the DB migrated."""
-    home = tmp_path_factory.mktemp("airflow-home")
-    settings = airflow_env(live_stack, home)
-    dump = subprocess.run(
-        ["bash", "-c", f'eval "$({REPO}/scripts/airflow.sh env)" && {sys.executable} -c "import os, json; print(json.dumps(dict(os.environ)))"'],
-        env=settings, capture_output=True, text=True, check=True, timeout=30,
-    )  # fmt: skip
-    env = {k: v for k, v in json.loads(dump.stdout).items() if k.startswith(("AIRFLOW", "VIDNOTES_AIRFLOW_"))}
-    env["VIDNOTES_AIRFLOW_RETRY_DELAY"] = "1"  # a retried stage waits 1 s, 2 s, ... here
-    mp = pytest.MonkeyPatch()
-    for k, v in env.items():
-        mp.setenv(k, v)
-    r = subprocess.run([AIRFLOW, "db", "migrate"], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    yield home
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def dagbag(airflow_home):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(REPO / "dags"))
-    assert bag.import_errors == {}
-    return bag
-
-
-def run_dag(dagbag, dag_id: str, conf: dict):
-    dr = dagbag.dags[dag_id].test(run_conf=conf)
-    states = {(ti.task_id, ti.map_index): ti.state for ti in dr.get_task_instances()}
-    return dr, states
-
-
+# -- in-process Airflow: dag.test() against the live stack (fixtures airflow_home, dagbag: conftest.py)
 def test_dag_structure(dagbag):
     from airflow.sdk import Asset
 
@@ -369,4 +332,5 @@ def test_train_dag_runs_training_on_ecs_in_production(airflow_home):
     env = {**os.environ, "VIDNOTES_AIRFLOW_TRAIN_RUNNER": "ecs"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "EcsRunTaskOperator ['--store', '{{ params.store }}', 'train', 'run']"
+    # the image's entrypoint is `vidnotes train run`: the command holds only its arguments
+    assert out.stdout.strip().splitlines()[-1] == "EcsRunTaskOperator ['--data', '{{ params.dataset }}', '--run-dir', '{{ params.run_dir }}']"

