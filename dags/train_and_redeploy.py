@@ -183,7 +183,9 @@ def train_and_redeploy():
     @task(execution_timeout=timedelta(minutes=20))
     def redeploy_smoke(params: dict[str, Any], **context) -> str:
         version = context["ti"].xcom_pull(task_ids="export_publish", key="version")
-        vidnotes("--store", params["store"], "deploy", "transcribe", "--version", version)
+        # the smoke test uploads a recording to the inbox this deployment uses
+        inbox = os.environ.get("VIDNOTES_AIRFLOW_INBOX_BUCKET", "vidnotes-inbox")
+        vidnotes("--store", params["store"], "deploy", "transcribe", "--version", version, "--inbox-bucket", inbox)
         return version
 
     dataset = prepare_dataset()

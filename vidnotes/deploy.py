@@ -71,8 +71,8 @@ def wait_updated(lam: Any, function_name: str, *, timeout: float) -> dict[str, A
         status = conf.get("LastUpdateStatus", "Successful")
         if status == "Successful" and conf.get("State", "Active") == "Active":
             return conf
-        if status == "Failed":
-            raise DeployError(f"{function_name}: update failed: {conf.get('LastUpdateStatusReason', '?')}")
+        if status == "Failed" or conf.get("State") == "Failed":
+            raise DeployError(f"{function_name}: update failed: {conf.get('LastUpdateStatusReason') or conf.get('StateReason', '?')}")
         if time.monotonic() > deadline:
             raise DeployError(f"{function_name}: update still {status} after {timeout:.0f} s")
         time.sleep(1.0)
