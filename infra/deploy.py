@@ -20,6 +20,9 @@ iam        an execution role per function: trusts lambda.amazonaws.com, inline p
 functions  log group with retention, the Lambda function (PackageType Image, ImageUri = the pushed
            digest; memory, timeout, environment, /tmp and reserved concurrency from
            functions/functions.json), waiting until it is Active and its last update Successful.
+           ``--package zip`` (LocalStack Community, which runs no image functions): python3.11 zip
+           functions of the handler and the vidnotes package; their dependencies come from the
+           runtime image LocalStack maps python3.11 to (localstack/stack.sh, docs/images.md).
 
 Idempotent: what exists is compared and updated, what matches is left alone. At the end the
 Airflow settings (connection, queue URL, bucket names) are printed. Progress goes to stderr.
@@ -29,12 +32,15 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
+import io
 import json
 import os
 import shlex
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +61,7 @@ LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 
 DOCKER_ARCH = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "arm64", "aarch64": "arm64"}
 ROLE_PROPAGATION_S = 90  # a new IAM role can take a few seconds before Lambda may assume it
 QUEUE_RECREATE_S = 75  # SQS refuses a queue name for 60 s after its deletion
+ZIP_RUNTIME = "python3.11"  # --package zip: the runtime of the functions' images
 
 
 def say(step: str, what: str, outcome: str = "") -> None:
@@ -77,6 +84,7 @@ class Options:
     log_retention_days: int = 30
     timeout: float = 600  # seconds to wait for each function update
     functions: list[FunctionSpec] = field(default_factory=res.load_functions)
+    package: str = "image"  # image (AWS) | zip (LocalStack Community)
 
 
 # -- what is deployed: shared by plan and deploy ------------------------------------------------------
@@ -101,14 +109,40 @@ def function_config(fn: FunctionSpec, opts: Options, account: str) -> dict[str, 
 
 
 def create_function_request(fn: FunctionSpec, opts: Options, account: str, image_uri: str) -> dict[str, Any]:
+    if opts.package == "zip":
+        code: dict[str, Any] = {"PackageType": "Zip", "Runtime": ZIP_RUNTIME, "Handler": fn.handler, "Code": {"ZipFile": function_zip(fn)}}
+    else:
+        code = {"PackageType": "Image", "Code": {"ImageUri": image_uri}}
     return {
         "FunctionName": fn.name,
-        "PackageType": "Image",
-        "Code": {"ImageUri": image_uri},
+        **code,
         "Architectures": [opts.architecture],
         "Tags": dict(res.PROJECT_TAG),
         **function_config(fn, opts, account),
     }
+
+
+def function_zip(fn: FunctionSpec) -> bytes:
+    """The zip package of a function: its directory's Python files and the vidnotes package at the
+    root, as the Dockerfiles copy them to LAMBDA_TASK_ROOT. Byte-for-byte reproducible (sorted
+    names, fixed times), so an unchanged function keeps its CodeSha256."""
+    files = sorted(p for p in (res.REPO / fn.dir).glob("*.py"))
+    base = res.REPO / "vidnotes"
+    files += sorted(p for p in base.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in files:
+            name = path.name if path.parent == res.REPO / fn.dir else str(path.relative_to(res.REPO))
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, path.read_bytes())
+    return buf.getvalue()
+
+
+def code_sha256(data: bytes) -> str:
+    """Lambda's CodeSha256 of a zip package."""
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
 def airflow_policies(opts: Options, account: str) -> dict[str, dict[str, Any]]:
@@ -526,7 +560,7 @@ class Deployer:
     def deploy_functions(self, images: dict[str, str] | None = None) -> None:
         images = images or {}
         for fn in self.opts.functions:
-            uri = images.get(fn.name) or self.image_uri(fn)
+            uri = "" if self.opts.package == "zip" else images.get(fn.name) or self.image_uri(fn)
             self.ensure_log_group(fn)
             self.ensure_function(fn, uri)
             if self.opts.reserved_concurrency:
@@ -558,7 +592,14 @@ class Deployer:
         have_vars = (conf.get("Environment") or {}).get("Variables") or {}
         want["Environment"]["Variables"].update({k: have_vars[k] for k in KEPT_VARIABLES if k in have_vars})
         changed = []
-        if current.get("Code", {}).get("ImageUri") != image_uri or conf.get("Architectures", ["x86_64"]) != [self.opts.architecture]:
+        if self.opts.package == "zip":
+            data = function_zip(fn)
+            if conf.get("CodeSha256") != code_sha256(data):
+                self.wait(fn)
+                lam.update_function_code(FunctionName=fn.name, ZipFile=data)
+                self.wait(fn)
+                changed.append(f"code (zip, {len(data) / 1e6:.1f} MB)")
+        elif current.get("Code", {}).get("ImageUri") != image_uri or conf.get("Architectures", ["x86_64"]) != [self.opts.architecture]:
             self.wait(fn)  # an update still in progress would refuse the next one
             lam.update_function_code(FunctionName=fn.name, ImageUri=image_uri, Architectures=[self.opts.architecture])
             self.wait(fn)
@@ -807,6 +848,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     function_opts.add_argument("--no-reserved-concurrency", action="store_true", help="leave the functions' reserved concurrency alone")
     function_opts.add_argument(
+        "--package", choices=["image", "zip"], default="image",
+        help="image: container images from ECR (AWS); zip: python3.11 zip functions of the code alone, for LocalStack "
+        "Community, whose runtime image carries the dependencies (default: %(default)s)",
+    )  # fmt: skip
+    function_opts.add_argument(
         "--log-retention-days",
         type=int,
         choices=LOG_RETENTION_DAYS,
@@ -857,6 +903,7 @@ def make_options(args: argparse.Namespace, region: str) -> Options:
         log_retention_days=getattr(args, "log_retention_days", 30),
         timeout=getattr(args, "timeout", 600),
         functions=functions,
+        package=getattr(args, "package", "image"),
     )
 
 

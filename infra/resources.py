@@ -106,6 +106,8 @@ class FunctionSpec:
     environment: dict[str, str] = field(default_factory=dict)
     ephemeral_storage: int = 512  # MB of /tmp (optional key "ephemeral_storage")
     description: str = ""
+    dir: str = ""  # the function's code, relative to the repository root (app.py)
+    handler: str = "app.handler"
 
     @property
     def role(self) -> str:
@@ -148,6 +150,8 @@ def load_functions(path: Path = FUNCTIONS_JSON) -> list[FunctionSpec]:
                 environment={k: str(v) for k, v in {**defaults.get("environment", {}), **spec.get("environment", {})}.items()},
                 ephemeral_storage=int(merged["ephemeral_storage"]),
                 description=str(merged.get("description", "")),
+                dir=str(spec.get("dir", "")),
+                handler=str(merged.get("handler", "app.handler")),
             )
         )
     return out

@@ -7,8 +7,12 @@
 # VIDNOTES_PROFILE (make up PROFILE=...) picks how the functions run:
 #   process (default)  aws-lambda-rie processes on the host; no Docker
 #   docker             the functions' container images (`make images`), one container per slot,
-#                      on a Docker engine (scripts/docker.sh); LocalStack also listens on the
-#                      docker bridge so the containers reach S3
+#                      on a Docker engine (scripts/docker.sh), behind the same gateway; and
+#                      LocalStack's own Lambda service runs the functions too (zip packages in
+#                      the runtime image vidnotes-lambda-runtime:3.11, pulled from a local
+#                      registry on 127.0.0.1:${VIDNOTES_REGISTRY_PORT:-5005}, with
+#                      localstack/lambda_init.py as the container init):
+#                      `aws --endpoint-url http://localhost:4566 lambda invoke ...` runs them
 #
 #   localstack/stack.sh up        set up if needed, start everything, wait until healthy
 #   localstack/stack.sh down      stop everything it started (by pid, process groups), idempotent
@@ -37,6 +41,8 @@ MODELS=${VIDNOTES_MODELS_DIR:-$ROOT/models}
 TIMEOUT=${VIDNOTES_STACK_TIMEOUT:-90}
 SERVICES=${VIDNOTES_LOCALSTACK_SERVICES:-s3,sqs,sts,iam}
 PROFILE=${VIDNOTES_PROFILE:-process}
+REGISTRY_PORT=${VIDNOTES_REGISTRY_PORT:-5005}
+RUNTIME_IMAGE=vidnotes-lambda-runtime:3.11
 LS_URL=http://127.0.0.1:$LS_PORT
 GW_URL=http://127.0.0.1:$LAMBDA_PORT
 INIT_SCRIPT=$ROOT/localstack/init/ready.d/10-resources.sh
@@ -68,13 +74,16 @@ start_localstack() {
         rm -rf "$fsroot/etc/localstack/init"
     fi
     ln -sfn "$ROOT/localstack/init" "$fsroot/etc/localstack/init"
-    local listen=127.0.0.1:$LS_PORT
-    [[ $PROFILE == docker ]] && listen+=",$BRIDGE_IP:$LS_PORT"
-    say "starting LocalStack on $LS_URL (services $SERVICES, listening on $listen)"
+    local services=$SERVICES
+    [[ $PROFILE == docker ]] && services+=",lambda,logs"
+    say "starting LocalStack on $LS_URL (services $services)"
     (
         cd "$STACK"   # not the repo root, where ./localstack (this directory) sits on sys.path
-        export GATEWAY_LISTEN=$listen OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT=$fsroot \
-            SERVICES=$SERVICES LOCALSTACK_HOST=localhost:$LS_PORT SQS_ENDPOINT_STRATEGY=off \
+        [[ $PROFILE == docker ]] && localstack_lambda_env "$fsroot"
+        # GATEWAY_LISTEN's host part is ignored: LocalStack listens on every interface (which is
+        # how the docker profile's containers reach it on the bridge).
+        export GATEWAY_LISTEN=127.0.0.1:$LS_PORT OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT=$fsroot \
+            SERVICES=$services LOCALSTACK_HOST=localhost:$LS_PORT SQS_ENDPOINT_STRATEGY=off \
             DNS_ADDRESS=0 SKIP_SSL_CERT_DOWNLOAD=1 DISABLE_EVENTS=1 PERSISTENCE=0 \
             AWS_DEFAULT_REGION=$REGION VIDNOTES_REGION=$REGION VIDNOTES_LOCALSTACK_PORT=$LS_PORT
         spawn localstack "$LS_VENV/bin/python" -m localstack.runtime.main
@@ -162,7 +171,7 @@ start_gateway() {
 prepare_docker() {
     local name missing=()
     "$ROOT/scripts/docker.sh" up
-    for name in $(function_images); do
+    for name in $(function_images) $RUNTIME_IMAGE; do
         docker image inspect "$name" >/dev/null 2>&1 || missing+=("$name")
     done
     ((${#missing[@]} == 0)) || die "no image ${missing[*]}: build them first (make images)"
@@ -174,7 +183,7 @@ prepare_docker() {
         BRIDGE_IP=$(ip -4 -o addr show "${dev:-docker0}" | awk '{sub(/\/.*/, "", $4); print $4; exit}')
     fi
     [[ -n $BRIDGE_IP ]] || die "no address of the docker bridge network"
-    say "docker profile: functions from images, LocalStack also on $BRIDGE_IP:$LS_PORT"
+    say "docker profile: functions from images; containers reach LocalStack at $BRIDGE_IP:$LS_PORT"
 }
 
 function_images() {  # the image of each function in functions.json
@@ -185,14 +194,71 @@ print("\n".join(spec.get("image", f"{name}:latest") for name, spec in doc["funct
 ' "$FUNCTIONS"
 }
 
-remove_containers() {  # what a killed gateway left behind
+remove_containers() {  # what a killed gateway or LocalStack left behind
     command -v docker >/dev/null && docker info >/dev/null 2>&1 || return 0
     local ids
-    ids=$(docker ps -aq --filter "label=vidnotes.stack=$RUN")
+    ids=$( (docker ps -aq --filter "label=vidnotes.stack=$RUN"
+            docker ps -aq --filter "name=^$(ls_container_prefix)-lambda-") | sort -u)
     [[ -z $ids ]] && return 0
     say "removing containers of this stack: $(echo $ids)"
     # shellcheck disable=SC2086
     docker rm --force $ids >/dev/null
+}
+
+ls_container_prefix() {  # LocalStack's MAIN_CONTAINER_NAME: its function containers are <it>-lambda-*
+    echo "vidnotes-ls-$(echo -n "$RUN" | sha256sum | cut -c1-8)"
+}
+
+# LocalStack's Lambda service (docs/images.md): the runtime image from the local registry, our init
+# (LocalStack's own is downloaded from GitHub), containers that call back on the bridge.
+localstack_lambda_env() {
+    local fsroot=$1 version init
+    version=$("$LS_VENV/bin/python" -c 'from localstack.services.lambda_.packages import LAMBDA_RUNTIME_VERSION as v; print(v)')
+    # The installer's marker (skips the download); LocalStack copies this x86_64/ tree into every
+    # container, then LAMBDA_INIT_BIN_PATH over /var/rapid/init.
+    init=$fsroot/var/lib/localstack/lib/lambda-runtime/$version/x86_64/var/rapid/init
+    mkdir -p "$(dirname "$init")" "$STACK/localstack/tmp"
+    install -m 0755 "$ROOT/localstack/lambda_init.py" "$init"
+    export LAMBDA_INIT_BIN_PATH=$init \
+        LAMBDA_RUNTIME_IMAGE_MAPPING="{\"python3.11\": \"127.0.0.1:$REGISTRY_PORT/$RUNTIME_IMAGE\"}" \
+        HOSTNAME_FROM_LAMBDA=$BRIDGE_IP MAIN_CONTAINER_NAME=$(ls_container_prefix) \
+        LAMBDA_RUNTIME_ENVIRONMENT_TIMEOUT=60 TMPDIR=$STACK/localstack/tmp
+}
+
+start_registry() {
+    local pid dir=$STACK/registry i
+    if pid=$(pid_of registry docker-registry); then
+        say "registry already running (pid $pid)"
+    else
+        port_busy "$REGISTRY_PORT" && die "port $REGISTRY_PORT is in use by another process (set VIDNOTES_REGISTRY_PORT)"
+        command -v docker-registry >/dev/null || die "no docker-registry (scripts/docker.sh up installs it)"
+        mkdir -p "$dir/data"
+        printf '%s\n' 'version: 0.1' 'log: {level: warn}' \
+            "storage: {filesystem: {rootdirectory: $dir/data}, delete: {enabled: true}}" \
+            "http: {addr: \"127.0.0.1:$REGISTRY_PORT\"}" >"$dir/config.yml"
+        spawn registry docker-registry serve "$dir/config.yml"
+        for ((i = 0; i < 100; i++)); do
+            curl -sf "http://127.0.0.1:$REGISTRY_PORT/v2/" >/dev/null && break
+            pid_of registry docker-registry >/dev/null || { log_tail "$LOGS/registry.log"; die "the registry exited"; }
+            sleep 0.1
+        done
+    fi
+    local t0=$SECONDS
+    docker tag "$RUNTIME_IMAGE" "127.0.0.1:$REGISTRY_PORT/$RUNTIME_IMAGE"
+    docker push "127.0.0.1:$REGISTRY_PORT/$RUNTIME_IMAGE" >"$LOGS/registry-push.log" 2>&1 \
+        || { log_tail "$LOGS/registry-push.log"; die "pushing $RUNTIME_IMAGE to the local registry failed"; }
+    docker rmi "127.0.0.1:$REGISTRY_PORT/$RUNTIME_IMAGE" >/dev/null 2>&1 || true
+    say "registry 127.0.0.1:$REGISTRY_PORT has $RUNTIME_IMAGE ($((SECONDS - t0)) s)"
+}
+
+deploy_localstack_functions() {  # the four functions as zip packages into LocalStack's Lambda
+    local t0=$SECONDS
+    say "creating the functions in LocalStack's Lambda (infra/deploy.py --package zip)"
+    AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test env -u AWS_PROFILE -u AWS_SESSION_TOKEN \
+        "$MAIN_VENV/bin/python" "$ROOT/infra/deploy.py" deploy --endpoint-url "$LS_URL" --region "$REGION" \
+        --only iam,functions --package zip >>"$LOGS/deploy.log" 2>&1 \
+        || { log_tail "$LOGS/deploy.log"; die "creating the functions in LocalStack failed (log $LOGS/deploy.log)"; }
+    say "LocalStack's Lambda has the functions ($((SECONDS - t0)) s)"
 }
 
 wait_gateway() {
@@ -235,7 +301,10 @@ cmd_up() {
     fi
     [[ $PROFILE == docker ]] && prepare_docker
     echo "$PROFILE" >"$RUN/profile"
-    if ! (start_localstack && wait_localstack && sync_models && start_gateway && wait_gateway); then
+    local lambda_steps=true
+    [[ $PROFILE == docker ]] && lambda_steps=deploy_localstack_functions
+    if ! ( ([[ $PROFILE != docker ]] || start_registry) && start_localstack && wait_localstack && sync_models \
+        && $lambda_steps && start_gateway && wait_gateway); then
         say "up failed: stopping what runs"
         cmd_down
         exit 1
@@ -252,8 +321,9 @@ cmd_down() {
         name=$(basename "$f" .pid)
         stop "$name" 'aws-lambda-rie|docker run' 5
     done
+    stop localstack localstack.runtime.main 30   # it removes its function containers itself
     remove_containers
-    stop localstack localstack.runtime.main 30
+    stop registry docker-registry 10
     rm -f "$RUN/profile"
 }
 

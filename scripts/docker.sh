@@ -2,7 +2,8 @@
 # The Docker engine vidnotes builds and runs its images with.
 #
 #   scripts/docker.sh up       use the engine that answers on DOCKER_HOST / the default socket, or
-#                              install Debian's docker.io (apt-get) and start dockerd ourselves
+#                              install Debian's docker.io (apt-get) and start dockerd ourselves;
+#                              Debian's docker-registry too (the stack's local registry)
 #   scripts/docker.sh down     stop the dockerd that `up` started (never one it found running);
 #                              containers of the project are removed first
 #   scripts/docker.sh status   which engine, and whether the project started it
@@ -24,19 +25,23 @@ source "$ROOT/scripts/lib/procs.sh"
 
 engine_up() { docker info --format '{{.ServerVersion}}' >/dev/null 2>&1; }
 
-install_engine() {
-    command -v dockerd >/dev/null && command -v docker >/dev/null && command -v iptables >/dev/null \
-        && return 0
+install_packages() {  # what is missing of: the engine, iptables (its networking), a registry
+    local missing=()
+    engine_up || command -v dockerd >/dev/null || missing+=(docker.io)
+    command -v iptables >/dev/null || missing+=(iptables)
+    command -v docker-registry >/dev/null || missing+=(docker-registry)
+    ((${#missing[@]})) || return 0
     local sudo=""
     [[ $(id -u) -ne 0 ]] && sudo=sudo
-    say "installing Debian's docker.io and iptables (apt-get)"
+    say "installing Debian's ${missing[*]} (apt-get)"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-        docker.io iptables >/dev/null
+    # policy-rc.d keeps the packaged services from starting: dockerd and the registry run as ours
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 cmd_up() {
     local pid t0=$SECONDS
+    install_packages
     if pid=$(pid_of dockerd dockerd); then
         engine_up && { say "dockerd running (pid $pid, started by vidnotes)"; return 0; }
     elif engine_up; then
@@ -44,7 +49,6 @@ cmd_up() {
             "not started by vidnotes: \`make down\` leaves it alone)"
         return 0
     fi
-    install_engine
     [[ $(id -u) -eq 0 ]] || die "starting dockerd needs root; start the engine yourself"
     say "starting dockerd (log $LOGS/dockerd.log)"
     spawn dockerd dockerd --pidfile "$RUN/dockerd.daemon.pid"

@@ -15,7 +15,8 @@
 #                                        wheel on PyPI), stand-in for mwader/static-ffmpeg
 #   4. the images, from the standard Dockerfiles with the base images passed as build arguments:
 #        vidnotes-extract-audio, vidnotes-transcribe, vidnotes-summarize, vidnotes-render-pdf,
-#        vidnotes-train (all :latest)
+#        vidnotes-train (all :latest), and vidnotes-lambda-runtime:3.11, the python3.11 runtime
+#        LocalStack runs the functions' zip packages in
 #   5. build/images/sizes.txt: each image's size
 #
 # VIDNOTES_IMAGE_BASES=upstream builds from the Dockerfiles' own defaults instead (a machine that
@@ -155,6 +156,9 @@ functions() {
         # shellcheck disable=SC2046
         build "$(image_name "$f"):latest" "$ROOT" -f "$ROOT/functions/$f/Dockerfile" $(base_args)
     done
+    # The runtime LocalStack runs the functions' zip packages in (the docker profile)
+    # shellcheck disable=SC2046
+    build vidnotes-lambda-runtime:3.11 "$ROOT" -f "$ROOT/localstack/images/lambda-runtime/Dockerfile" $(base_args)
 }
 
 train() {
@@ -167,7 +171,7 @@ sizes() {
     local f=$OUT/sizes.txt
     local tag tags=(vidnotes-debian:$SUITE vidnotes-python:3.11 vidnotes-lambda-python:3.11 vidnotes-static-ffmpeg:6.0)
     for t in "${FUNCTIONS[@]}"; do tags+=("$(image_name "$t"):latest"); done
-    tags+=(vidnotes-train:latest)
+    tags+=(vidnotes-lambda-runtime:3.11 vidnotes-train:latest)
     for tag in "${tags[@]}"; do
         have_image "$tag" || continue
         printf '%-34s %8.1f MB\n' "$tag" "$(docker image inspect "$tag" --format '{{.Size}}' | awk '{print $1 / 1e6}')"

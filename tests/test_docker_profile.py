@@ -1,13 +1,13 @@
 """The functions as container images: `scripts/images.sh functions` builds them here (a Docker
 engine, base images made with debootstrap, a host-side wheelhouse), then the stack runs with
 VIDNOTES_PROFILE=docker and the system tests of test_system.py run again, unchanged, against the
-containers: upload -> PDF with the AWS CLI, a bad upload, wrong payloads."""
+containers behind the gateway: upload -> PDF with the AWS CLI, a bad upload, wrong payloads.
+(tests/test_localstack_lambda.py runs them a third time, through LocalStack's own Lambda.)"""
 
 from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 from test_system import (  # noqa: F401  (collected here again, against the docker profile)
@@ -17,50 +17,23 @@ from test_system import (  # noqa: F401  (collected here again, against the dock
     video,
 )
 
-from stackutil import REPO, aws_cli, get_json, stack_up
+from stackutil import REPO, aws_cli, docker, get_json
 
 FUNCTION_IMAGES = ["vidnotes-extract-audio", "vidnotes-transcribe", "vidnotes-summarize", "vidnotes-render-pdf"]
 
 
-def docker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def engine_running() -> bool:
-    try:
-        return docker("info", "--format", "{{.ServerVersion}}", timeout=30).returncode == 0
-    except FileNotFoundError:
-        return False
-
-
 @pytest.fixture(scope="module")
-def images():
-    """Build the function images (a no-op rebuild when they are current); stop the Docker engine
-    afterwards if this fixture started it."""
-    started_here = not engine_running()
-    r = subprocess.run([str(REPO / "scripts" / "images.sh"), "functions"], capture_output=True, text=True, timeout=1500)
-    assert r.returncode == 0, r.stderr[-4000:]
-    yield r.stderr
-    if started_here:
-        down = subprocess.run([str(REPO / "scripts" / "docker.sh"), "down"], capture_output=True, text=True, timeout=120)
-        assert down.returncode == 0, down.stderr
-
-
-@pytest.fixture(scope="module")
-def live_stack(images, store, tmp_path_factory):
-    """The local stack with every function in its container (overrides conftest's live_stack for
-    the tests imported above)."""
-    with stack_up(tmp_path_factory.mktemp("docker-stack"), models=Path(store.root), profile="docker") as stack:
-        yield stack
-    left = docker("ps", "-aq", "--filter", f"label=vidnotes.stack={stack['tmp'] / 'run'}")
-    assert left.stdout.strip() == "", "stack.sh down left containers behind"
+def live_stack(docker_stack):
+    """The docker profile's stack; the Lambda API is the gateway's, in front of the containers
+    (overrides conftest's live_stack for the tests imported above)."""
+    return docker_stack
 
 
 def image_size_mb(tag: str) -> float:
     return int(docker("image", "inspect", tag, "--format", "{{.Size}}").stdout) / 1e6
 
 
-def test_images_are_small_and_carry_no_torch(images):
+def test_images_are_small_and_carry_no_torch(docker_images):
     sizes = {name: image_size_mb(f"{name}:latest") for name in FUNCTION_IMAGES}
     assert sizes["vidnotes-transcribe"] < 600, sizes
     for name in FUNCTION_IMAGES:
@@ -90,7 +63,7 @@ def test_functions_run_in_containers(live_stack):
 
 
 @pytest.fixture(scope="module")
-def train_image(images):
+def train_image(docker_images):
     r = subprocess.run([str(REPO / "scripts" / "images.sh"), "train"], capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr[-4000:]
     return "vidnotes-train:latest"
