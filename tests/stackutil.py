@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import importlib.util
 import json
 import os
 import random
 import socket
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,6 +58,24 @@ def client(service: str, endpoint: str, **config):
     )  # fmt: skip
 
 
+def docker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def docker_engine_running() -> bool:
+    try:
+        return docker("info", "--format", "{{.ServerVersion}}", timeout=30).returncode == 0
+    except FileNotFoundError:
+        return False
+
+
+def localstack_containers(run_dir: Path) -> str:
+    """Name prefix of the containers LocalStack's Lambda starts for a stack (stack.sh's MAIN_CONTAINER_NAME)."""
+    import hashlib
+
+    return f"vidnotes-ls-{hashlib.sha256(str(run_dir).encode()).hexdigest()[:8]}-lambda-"
+
+
 def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as r:
         return json.load(r)
@@ -72,8 +93,9 @@ def function_processes(config: Path | None = None) -> int:
 def stack_up(tmp: Path, *, models: Path | None, profile: str = "process") -> Iterator[dict]:
     """`localstack/stack.sh up` on free ports with its own stack dir; `down` on exit.
     profile: process (RIE processes) or docker (the functions' images; `make images` first)."""
-    ls_port = free_ports(2 + 2 * function_processes())
-    lambda_port, fn_base = ls_port + 1, ls_port + 2
+    n = function_processes()
+    ls_port = free_ports(3 + 2 * n)
+    lambda_port, fn_base, registry_port = ls_port + 1, ls_port + 2, ls_port + 2 + 2 * n
     env = {
         **os.environ,
         "VIDNOTES_STACK_DIR": str(tmp),
@@ -83,6 +105,7 @@ def stack_up(tmp: Path, *, models: Path | None, profile: str = "process") -> Ite
         "VIDNOTES_MODELS_DIR": str(models or tmp / "no-models"),
         "VENV": str(Path(sys.executable).parents[1]),
         "VIDNOTES_PROFILE": profile,
+        "VIDNOTES_REGISTRY_PORT": str(registry_port),
     }
     script = str(REPO / "localstack" / "stack.sh")
     try:
@@ -153,3 +176,178 @@ def running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def run_dag(dagbag, dag_id: str, conf: dict):
+    """One in-process run of a DAG (dag.test()); the run and its task states by (task, map index)."""
+    dr = dagbag.dags[dag_id].test(run_conf=conf)
+    states = {(ti.task_id, ti.map_index): ti.state for ti in dr.get_task_instances()}
+    return dr, states
+
+
+# -- the Lambda handlers in-process --------------------------------------------------------------
+@dataclasses.dataclass
+class LambdaContext:  # what Powertools reads from a Lambda context
+    function_name: str
+    memory_limit_in_mb: int = 3008
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:x"
+    aws_request_id: str = "test-request"
+
+
+def load_handler(fn_dir: str, name: str):
+    """functions/<fn_dir>/app.py loaded as its own module; ``call(event)`` runs its handler."""
+    spec = importlib.util.spec_from_file_location(f"fn_{fn_dir}", REPO / "functions" / fn_dir / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return lambda event: module.handler(event, LambdaContext(name))
+
+
+# -- the stack's processes -----------------------------------------------------------------------
+def _proc_table() -> dict[int, int]:
+    """pid -> parent pid of every live process."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":
+            table[int(stat.parent.name)] = int(fields[1])
+    return table
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and every live descendant."""
+    table = _proc_table()
+    found, todo = [pid], [pid]
+    while todo:
+        parent = todo.pop()
+        kids = [c for c, p in table.items() if p == parent]
+        found += kids
+        todo += kids
+    return [p for p in found if p in table]
+
+
+def rss_mib(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+class MemorySampler:
+    """Samples the RSS of process trees (named groups of root pids, read from pid files) every
+    ``interval`` s in a thread: ``peak`` holds each group's largest RSS and that of the sum of the
+    groups named in ``summed`` (the MiB all of them held at one moment)."""
+
+    def __init__(self, groups: dict[str, list[Path]], summed: tuple[str, ...], interval: float = 0.25) -> None:
+        self.groups, self.summed, self.interval = groups, summed, interval
+        self.peak: dict[str, float] = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="memory-sampler")
+
+    def _roots(self, files: list[Path]) -> list[int]:
+        pids = []
+        for f in files:
+            try:
+                pids.append(int(f.read_text().split()[0]))
+            except (OSError, ValueError, IndexError):
+                pass
+        return pids
+
+    def sample(self) -> None:
+        parts = {name: rss_mib([p for root in self._roots(files) for p in process_tree(root)]) for name, files in self.groups.items()}
+        parts["+".join(self.summed)] = sum(parts[name] for name in self.summed)
+        self.samples += 1
+        for name, mib in parts.items():
+            self.peak[name] = round(max(self.peak.get(name, 0.0), mib), 1)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def function_events(stack: dict, function: str, start: int = 0) -> list[dict]:
+    """The JSON log records (Powertools) a function wrote to its log after byte ``start``."""
+    path = Path(stack["tmp"]) / "logs" / f"{function}.log"
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read().decode("utf-8", "replace")
+    out = []
+    for line in data.splitlines():
+        text = line.split("] ", 1)[1] if line.startswith("[") and "] " in line else line
+        if text.startswith("{"):
+            try:
+                out.append(json.loads(text))
+            except ValueError:
+                pass
+    return out
+
+
+def log_size(stack: dict, function: str) -> int:
+    path = Path(stack["tmp"]) / "logs" / f"{function}.log"
+    return path.stat().st_size if path.exists() else 0
+
+
+def write_reliability_report(figures: dict, out_dir: Path) -> None:
+    """Merge this session's sections into reliability.json and rewrite reliability.md from it."""
+    import datetime as dt
+
+    path = out_dir / "reliability.json"
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        doc = {}
+    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    for name, section in figures.items():  # a section run again replaces the old one
+        doc[name] = {**section, "measured_at": stamp}
+    doc["machine"] = f"{os.cpu_count()} cores, Linux {os.uname().release}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    lines = ["# Reliability: figures of the last test run", "",
+             "Written by `tests/test_reliability.py` and `tests/test_hostile.py` (decisions: `docs/reliability.md`).", ""]  # fmt: skip
+    burst = doc.get("burst")
+    if burst:
+        peak = burst.get("peak_rss_mib", {})
+        lines += [
+            "## Burst of uploads", "",
+            "| uploads | good | bad | same file twice | runs | succeeded | failed with error record | lost | duplicated | drain s "
+            "| peak RSS of the stack, MiB (LocalStack + gateway + function processes) | peak LocalStack / gateway and functions | peak Airflow |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            f"| {burst['uploads']} | {burst['good']} | {burst['bad']} | {burst['same_content_twice']} | {burst['runs']} | {burst['succeeded']} "
+            f"| {burst['failed_with_error_record']} | {burst['lost']} | {burst['duplicated']} | {burst['drain_seconds']} "
+            f"| {peak.get('localstack+gateway_and_functions')} | {peak.get('localstack')} / {peak.get('gateway_and_functions')} | {peak.get('airflow')} |",
+            "", f"Path: {burst['path']}. Measured {burst['measured_at']}.", "",
+        ]  # fmt: skip
+    faults = doc.get("faults")
+    if faults:
+        lines += ["## Faults injected mid-run", "", "| fault | what happened |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in faults.get("kinds", {}).items()]
+        if "corrupt_model" in faults:
+            lines.append(f"| corrupt_model | {faults['corrupt_model']} |")
+        lines += ["", f"Injected {faults.get('injected')}, survived {faults.get('survived')}; task tries {faults.get('task_tries')}; "
+                  f"result identical to the undisturbed run: {faults.get('result_identical_to_undisturbed_run')} "
+                  f"({faults.get('objects_compared')} objects compared). Measured {faults['measured_at']}.", ""]  # fmt: skip
+    hostile = doc.get("hostile")
+    if hostile:
+        lines += ["## Hostile input", "", "| kind | tried |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in hostile.get("tried", {}).items()]
+        lines += ["", f"In all {sum(hostile.get('tried', {}).values())} inputs; escaped their job prefix: {hostile.get('escaped')}, "
+                  f"unclear errors: {hostile.get('unclear_errors')}, other jobs changed: {hostile.get('other_jobs_changed')}. "
+                  f"Measured {hostile['measured_at']}.", ""]  # fmt: skip
+    (out_dir / "reliability.md").write_text("\n".join(lines))

@@ -7,14 +7,12 @@ statements (actions and resource ARNs with wildcards)."""
 from __future__ import annotations
 
 import fnmatch
-import importlib.util
 import json
-from dataclasses import dataclass
 
 import boto3
 import pytest
 
-from stackutil import CREDS, REPO
+from stackutil import CREDS, REPO, load_handler
 from vidnotes.sample import make_sample_video
 from vidnotes.stages import StageFailed
 
@@ -49,21 +47,6 @@ def arn(operation: str, params: dict) -> tuple[str, str]:
     if action == "s3:ListBucket":
         return action, f"arn:aws:s3:::{params['Bucket']}"
     return action, f"arn:aws:s3:::{params['Bucket']}/{params['Key']}"
-
-
-@dataclass
-class Context:  # what Powertools reads from a Lambda context
-    function_name: str
-    memory_limit_in_mb: int = 3008
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:x"
-    aws_request_id: str = "test-request"
-
-
-def load_handler(fn_dir: str, name: str):
-    spec = importlib.util.spec_from_file_location(f"lp_{fn_dir}", REPO / "functions" / fn_dir / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return lambda event: module.handler(event, Context(name))
 
 
 def test_evaluator_refuses_what_is_not_granted():
