@@ -39,7 +39,7 @@ from typing import Any
 from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Asset, AssetWatcher, Param, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException
 from airflow.task.trigger_rule import TriggerRule
 
 from vidnotes.orchestration import (
@@ -133,19 +133,35 @@ def invoke(stage: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- the pipeline: one upload per run -------------------------------------------------------------
-def _job_succeeded(job_id: str) -> bool:
-    """Whether the job's status.json in the results bucket says succeeded."""
+def _job_status(job_id: str) -> dict[str, Any]:
+    """The job's status.json in the results bucket ({} when there is none or it is unreadable)."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     cfg = settings()
     s3 = S3Hook(aws_conn_id=cfg.aws_conn_id)
     key = f"jobs/{job_id}/status.json"
     if not s3.check_for_key(key, bucket_name=cfg.results_bucket):
-        return False
+        return {}
     try:
-        return json.loads(s3.read_key(key, bucket_name=cfg.results_bucket)).get("state") == "succeeded"
+        status = json.loads(s3.read_key(key, bucket_name=cfg.results_bucket))
     except ValueError:
-        return False
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def _claim_job(job_id: str, upload: dict[str, Any]) -> None:
+    """Note in the job's status.json that this run processes it, so that a run for the same
+    content (a duplicate upload) waits for this one instead of doing the work again."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    cfg = settings()
+    ti = get_current_context()["ti"]
+    status = _job_status(job_id)
+    status.pop("error", None)  # a failed job uploaded again is being processed again
+    status.update(state="running", airflow={"dag_id": ti.dag_id, "run_id": ti.run_id, "outcome": "running", "upload": upload})
+    S3Hook(aws_conn_id=cfg.aws_conn_id).load_string(
+        json.dumps(status, indent=2, ensure_ascii=False), f"jobs/{job_id}/status.json", bucket_name=cfg.results_bucket, replace=True
+    )
 
 
 @dag(
@@ -192,12 +208,26 @@ def video_to_notes():
             "job %s: %s s, %d chunks in %d batches%s", result["job_id"], result["duration"], result["chunks"],
             len(result["batches"]), " (same content as an earlier upload)" if result.get("duplicate") else "",
         )  # fmt: skip
-        if result.get("duplicate") and _job_succeeded(result["job_id"]):
+        job_id = result["job_id"]
+        status = _job_status(job_id) if result.get("duplicate") else {}
+        if status.get("state") == "succeeded":
             # the same content was turned into notes before: nothing to redo, the run succeeds
             ti.xcom_push(key="already_done", value=True)
-            log.info("job %s already succeeded: skipping transcribe, summarize and render_pdf", result["job_id"])
+            log.info("job %s already succeeded: skipping transcribe, summarize and render_pdf", job_id)
             return []
-        return [{"job_id": result["job_id"], "chunks": batch} for batch in result["batches"]]
+        owner = (status.get("airflow") or {}).get("run_id")
+        if status.get("state") == "running" and owner != ti.run_id and not (owner is None and ti.try_number > 1):
+            # another run is turning the same content into notes right now: wait for its outcome
+            # (rescheduled, so no worker slot is held), then skip if it succeeded
+            cfg = settings()
+            now = datetime.now(timezone.utc)
+            first = ti.get_first_reschedule_date(get_current_context()) or now
+            if (now - first).total_seconds() < cfg.duplicate_wait:
+                log.info("job %s is being processed by run %s: looking again in %d s", job_id, owner or "?", cfg.duplicate_poll)
+                raise AirflowRescheduleException(now + timedelta(seconds=cfg.duplicate_poll))
+            log.warning("job %s has been running for over %d s without an outcome: processing it again", job_id, cfg.duplicate_wait)
+        _claim_job(job_id, upload)
+        return [{"job_id": job_id, "chunks": batch} for batch in result["batches"]]
 
     @task(execution_timeout=timedelta(seconds=CFG.timeout_transcribe), map_index_template="{{ chunk_range }}")
     def transcribe(job_id: str, chunks: list[int]) -> dict[str, Any]:

@@ -102,16 +102,28 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of pid (the RIE puts its runtime in a process group of its own)."""
-    parent: dict[int, int] = {}
+def _processes() -> dict[int, tuple[int, int]]:
+    """Every live process: pid -> (parent pid, session id)."""
+    procs: dict[int, tuple[int, int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
         if fields[0] != "Z":
-            parent[int(stat.parent.name)] = int(fields[1])
+            procs[int(stat.parent.name)] = (int(fields[1]), int(fields[3]))
+    return procs
+
+
+def session_members(sid: int) -> list[int]:
+    """Live processes of session sid. A child started with start_new_session leads one; the
+    runtime the RIE starts stays in it (in a process group of its own) even after the RIE died."""
+    return [pid for pid, (_, s) in _processes().items() if s == sid and pid != sid]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of pid (the RIE puts its runtime in a process group of its own)."""
+    parent = {p: pp for p, (pp, _) in _processes().items()}
     found, todo = [], [pid]
     while todo:
         p = todo.pop()
@@ -142,7 +154,10 @@ def stop_child(proc: subprocess.Popen, grace: float = 3.0) -> None:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         LOG.error("pid %d did not exit after SIGKILL", proc.pid)
-    for pid in kids:  # normally gone already: the RIE kills its runtime when it stops
+    # Normally gone already: the RIE kills its runtime when it stops. When the RIE itself was
+    # killed, its runtime lives on (orphaned, still in the RIE's session) and would take the next
+    # invocation from the restarted RIE's runtime API and keep writing for a failed one.
+    for pid in sorted(set(kids) | set(session_members(proc.pid))):
         try:
             os.kill(pid, signal.SIGKILL)
             LOG.warning("killed pid %d left behind by pid %d", pid, proc.pid)
@@ -309,6 +324,7 @@ class Function:
         self.queue_timeout = float(qt) if qt is not None else None
         self.description = spec.get("description", "")
         self.image = spec.get("image", f"{name}:latest")  # the docker runner's image
+        self.ephemeral_storage = int(spec.get("ephemeral_storage", defaults.get("ephemeral_storage", 512)))
         self.variables: dict[str, str] = {str(k): str(v) for k, v in
                                           {**defaults.get("environment", {}),
                                            **spec.get("environment", {})}.items()}
@@ -371,7 +387,7 @@ class Function:
                 "Command": [self.handler],
                 "WorkingDirectory": "/var/task" if self.gw.runner == "docker" else str(self.dir)}},
             "Architectures": ["x86_64"],
-            "EphemeralStorage": {"Size": 512},
+            "EphemeralStorage": {"Size": self.ephemeral_storage},
             "LoggingConfig": {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{self.name}"},
         }
 
@@ -676,8 +692,10 @@ class Gateway:
         if status == 502:  # init/import errors, runtime exits, oversized responses
             if isinstance(doc, dict) and "errorType" in doc:
                 return body
+            reason = text.strip() or ("the function process exited before it answered "
+                                      "(killed, out of memory or crashed)")
             return json.dumps({"errorType": "Runtime.Unknown",
-                               "errorMessage": f"RequestId: {rid} Error: {text}"}).encode()
+                               "errorMessage": f"RequestId: {rid} Error: {reason}"}).encode()
         return None
 
 

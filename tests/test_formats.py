@@ -20,9 +20,10 @@ def test_timestamps():
 
 
 def test_srt():
+    # "-->" in the text would make a line that looks like a timing line start a cue of its own
     assert get_writer("srt").render(T) == (
         "1\n00:00:00,000 --> 00:00:02,500\nHello <b>world</b> & more.\n\n"
-        "2\n01:01:01,250 --> 01:01:02,000\nSecond --> line\nwith gap\n\n"
+        "2\n01:01:01,250 --> 01:01:02,000\nSecond -> line\nwith gap\n\n"
     )
 
 

@@ -21,6 +21,10 @@ class AudioError(RuntimeError):
     """The input could not be decoded as audio."""
 
 
+class AudioTimeout(AudioError):
+    """Decoding took longer than its time limit (ffmpeg was stopped)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """A stretch of the audio, in samples: ``audio[start:end]``."""
@@ -39,22 +43,31 @@ def decode_audio(
     sample_rate: int = SAMPLE_RATE,
     input_format: str | None = None,
     timeout: float = 600.0,
+    max_seconds: float | None = None,
+    formats: str | None = None,
 ) -> np.ndarray:
     """The first audio stream of ``path`` as mono float32 at ``sample_rate``.
 
     ``input_format`` forces ffmpeg's demuxer for headerless files (e.g. ``"g722"``).
+    ``max_seconds`` stops decoding there (what the file declares may be less than what it holds),
+    ``formats`` is ffmpeg's ``-format_whitelist``: the demuxers it may use (e.g. no playlists).
     """
     p = Path(path)
     if not p.is_file():
         raise AudioError(f"{p}: no such file")
     cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "0"]
+    if formats:
+        cmd += ["-format_whitelist", formats]
     if input_format:
         cmd += ["-f", input_format]
-    cmd += ["-i", str(p), "-vn", "-map", "0:a:0", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-"]
+    cmd += ["-i", str(p), "-vn", "-map", "0:a:0", "-ac", "1", "-ar", str(sample_rate)]
+    if max_seconds is not None:
+        cmd += ["-t", f"{max_seconds:.3f}"]
+    cmd += ["-f", "f32le", "-"]
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as e:
-        raise AudioError(f"{p.name}: decoding took longer than {timeout:.0f} s") from e
+        raise AudioTimeout(f"{p.name}: decoding took longer than {timeout:g} s") from e
     if proc.returncode != 0:
         msg = proc.stderr.decode(errors="replace").strip().splitlines()
         raise AudioError(f"{p.name}: ffmpeg could not decode audio: {msg[-1] if msg else 'exit ' + str(proc.returncode)}")

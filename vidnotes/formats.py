@@ -64,7 +64,10 @@ class WriteSRT(ResultWriter):
         for i, seg in enumerate(transcript.segments, start=1):
             start = format_timestamp(seg.start, decimal=",", always_hours=True)
             end = format_timestamp(seg.end, decimal=",", always_hours=True)
-            print(f"{i}\n{start} --> {end}\n{_cue_text(seg.text)}\n", file=file)
+            # a line of the text that looks like a timing line would start a cue of its own, and
+            # SRT has no escapes: "-->" inside the text becomes "->"
+            text = _cue_text(seg.text).replace("-->", "->")
+            print(f"{i}\n{start} --> {end}\n{text}\n", file=file)
 
 
 class WriteVTT(ResultWriter):

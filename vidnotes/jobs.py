@@ -12,12 +12,22 @@ import json
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from vidnotes.storage import Storage
+from vidnotes.storage import Storage, StorageError, check_key
+
+
+def _object_key(key: str) -> str:
+    """A key the storage layer accepts (no '..' parts, absolute paths or control characters):
+    refused with the payload, so a bad key is an input error, not a failure worth retrying."""
+    try:
+        return check_key(key)
+    except StorageError as e:
+        raise ValueError(str(e)) from None
+
 
 JobId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
-S3Key = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+S3Key = Annotated[str, StringConstraints(min_length=1, max_length=1024), AfterValidator(_object_key)]
 Bucket = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")]
 MAX_CHUNKS_PER_BATCH = 64
 

@@ -1,6 +1,8 @@
 """Checking an upload before any work: is it media, has it sound, how long, how big.
 
-ffprobe and ffmpeg always run as argument lists with time limits, never through a shell.
+ffprobe and ffmpeg always run as argument lists with time limits, never through a shell, and
+only with the demuxers of :data:`MEDIA_FORMATS`: an upload is one self-contained file, never a
+playlist (HLS, concat) that would make them read other files or URLs.
 """
 
 from __future__ import annotations
@@ -13,7 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from vidnotes.audio import SAMPLE_RATE, SILENCE_DBFS, AudioError, decode_audio, loudest_dbfs
+from vidnotes.audio import SAMPLE_RATE, SILENCE_DBFS, AudioError, AudioTimeout, decode_audio, loudest_dbfs
+
+# ffmpeg's -format_whitelist for uploads: audio and video containers that hold their media
+# themselves. Left out on purpose: hls, dash, concat, image2 (patterns), tee, data URIs and every
+# other demuxer that opens further files or URLs named inside the upload.
+MEDIA_FORMATS = ",".join([
+    "mov", "matroska", "avi", "flv", "mpegts", "mpeg", "asf", "nut", "mxf", "rm", "dv", "ogg",
+    "wav", "w64", "aiff", "caf", "au", "voc", "mp3", "aac", "ac3", "eac3", "dts", "truehd", "flac",
+    "amr", "amrnb", "amrwb", "wv", "ape", "tta", "tak", "mpc", "mpc8", "shn", "gsm", "xwma", "loas",
+])  # fmt: skip
 
 
 class InputError(ValueError):
@@ -41,7 +52,7 @@ def probe(path: Path, *, max_bytes: int, max_seconds: float, timeout: float = 60
         raise InputError("empty", "the upload is empty (0 bytes)")
     if size > max_bytes:
         raise InputError("too_large", f"the upload is {size / 2**20:.0f} MiB; the limit is {max_bytes / 2**20:.0f} MiB")
-    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
+    cmd = ["ffprobe", "-v", "error", "-format_whitelist", MEDIA_FORMATS, "-print_format", "json", "-show_format", "-show_streams", str(path)]
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as e:
@@ -59,7 +70,7 @@ def probe(path: Path, *, max_bytes: int, max_seconds: float, timeout: float = 60
     except ValueError:
         duration = 0.0
     if duration > max_seconds:
-        raise InputError("too_long", f"the recording is {duration / 3600:.1f} h long; the limit is {max_seconds / 3600:.1f} h")
+        raise InputError("too_long", f"the recording is {_length(duration)} long; the limit is {_length(max_seconds)}")
     try:
         audio_duration = float(audio[0].get("duration") or 0.0)
     except ValueError:
@@ -74,18 +85,27 @@ def probe(path: Path, *, max_bytes: int, max_seconds: float, timeout: float = 60
     )
 
 
-def load_speech(path: Path, *, timeout: float) -> np.ndarray:
-    """The audio as 16 kHz mono float32; :class:`InputError` if it cannot be decoded or is silent."""
+def load_speech(path: Path, *, timeout: float, max_seconds: float) -> np.ndarray:
+    """The audio as 16 kHz mono float32; :class:`InputError` if it cannot be decoded, is silent,
+    or holds more than ``max_seconds`` (whatever its header declares: decoding stops there)."""
     try:
-        audio = decode_audio(path, timeout=timeout)
+        audio = decode_audio(path, timeout=timeout, max_seconds=max_seconds + 1.0, formats=MEDIA_FORMATS)
+    except AudioTimeout as e:
+        raise InputError("decode_timeout", f"decoding the audio took longer than the limit of {timeout:g} s; the file may be damaged or crafted") from e
     except AudioError as e:
         raise InputError("undecodable", f"the audio could not be decoded; the file may be truncated or corrupt ({e})") from e
+    if audio.size > max_seconds * SAMPLE_RATE:
+        raise InputError("too_long", f"the recording is longer than the limit of {_length(max_seconds)} (its header declares less: decoding stopped there)")
     if audio.size < SAMPLE_RATE // 10:
         raise InputError("no_audio", "the audio track is empty (shorter than 0.1 s)")
     loudest = loudest_dbfs(audio)
     if loudest < SILENCE_DBFS:
         raise InputError("silent", f"the audio track is silent (loudest moment {loudest:.0f} dBFS); there is no speech to transcribe")
     return audio
+
+
+def _length(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 360 else f"{seconds:.0f} s"
 
 
 def write_wav(path: Path, audio: np.ndarray) -> None:

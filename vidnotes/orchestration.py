@@ -245,6 +245,8 @@ class Settings:
     sqs_wait_seconds: int = 10  # long polling of the watcher
     sqs_poll_delay: int = 1  # pause between empty polls
     sqs_max_messages: int = 10
+    duplicate_wait: int = 3600  # seconds a run waits for another run processing the same content
+    duplicate_poll: int = 10  # seconds between its looks (the task is rescheduled: no slot held)
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, variable: Mapping[str, Any] | str | None = None) -> Settings:

@@ -21,7 +21,7 @@ from vidnotes.audio import split_at_silences
 from vidnotes.formats import FORMATS, get_writer
 from vidnotes.jobs import Layout
 from vidnotes.media import InputError, load_speech, probe, read_wav, write_wav
-from vidnotes.storage import NotFound, Storage
+from vidnotes.storage import Forbidden, NotFound, Storage
 from vidnotes.store import sha256_file
 from vidnotes.types import Segment, Transcript
 
@@ -65,13 +65,17 @@ def extract_audio(
         size = source.size(req.key)
     except NotFound as e:
         raise InputError("not_found", f"s3://{req.bucket}/{req.key} does not exist") from e
+    except Forbidden as e:
+        raise InputError("no_access", f"s3://{req.bucket}/{req.key} may not be read by this function (access denied): uploads belong in the inbox bucket") from e
     if size > limits.max_upload_bytes:
         # rejected before download: the job id derives from where the upload is and its size
         err = InputError("too_large", f"the upload is {size / 2**20:.0f} MiB; the limit is {limits.max_upload_bytes / 2**20:.0f} MiB")
         err.job_id = job_id_for(hashlib.sha256(f"{req.bucket}/{req.key}/{size}".encode()).hexdigest())  # type: ignore[attr-defined]
         err.input = {"bucket": req.bucket, "key": req.key, "size": size}  # type: ignore[attr-defined]
         raise err
-    local = source.download(req.key, work / ("input" + Path(req.key).suffix[:16]))
+    # the local name is ours: only the key's extension, letters and digits, survives
+    suffix = "".join(c for c in Path(req.key).suffix if c.isascii() and c.isalnum())[:16]
+    local = source.download(req.key, work / ("input." + suffix if suffix else "input"))
     digest = sha256_file(local)
     job = Layout(job_id_for(digest))
     input_info = {"bucket": req.bucket, "key": req.key, "uri": source.uri(req.key), "size": size, "sha256": digest}
@@ -80,7 +84,7 @@ def extract_audio(
         return _extract_result(job, results, read_chunks(results, job), limits, duplicate=True)
     try:
         info = probe(local, max_bytes=limits.max_upload_bytes, max_seconds=limits.max_seconds)
-        audio = load_speech(local, timeout=limits.ffmpeg_timeout)
+        audio = load_speech(local, timeout=limits.ffmpeg_timeout, max_seconds=limits.max_seconds)
         decoded = len(audio) / 16000
         declared = info.audio_duration  # not the container's: a video may run on after its sound ends
         if declared > 0 and decoded < 0.9 * declared - 1.0:

@@ -21,6 +21,10 @@ class NotFound(StorageError):
     pass
 
 
+class Forbidden(StorageError):
+    """The object may not be read (on AWS: outside the function's IAM policy)."""
+
+
 def check_key(key: str) -> str:
     if not key or len(key.encode("utf-8")) > 1024:
         raise StorageError(f"invalid object key (empty or longer than 1024 bytes): {key[:80]!r}")
@@ -114,17 +118,24 @@ class S3Storage:
             client = boto3.client("s3")
         self.client = client
 
-    def _missing(self, e: Exception) -> bool:
-        code = getattr(e, "response", {}).get("Error", {}).get("Code", "")
-        return code in ("404", "NoSuchKey", "NotFound")
+    def _translated(self, e: Exception, key: str) -> StorageError | None:
+        """NotFound or Forbidden for S3's answers that mean so, else None."""
+        # only a ClientError has a response; a connection that broke off mid-answer has none
+        response = getattr(e, "response", None) or {}
+        code = response.get("Error", {}).get("Code", "")
+        if code in ("404", "NoSuchKey", "NotFound"):
+            return NotFound(f"{self.uri(key)} does not exist")
+        if code in ("403", "AccessDenied", "Forbidden"):
+            return Forbidden(f"{self.uri(key)} may not be read (access denied)")
+        return None
 
     def download(self, key: str, dest: Path) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.client.download_file(self.bucket, check_key(key), str(dest))
         except Exception as e:
-            if self._missing(e):
-                raise NotFound(f"{self.uri(key)} does not exist") from e
+            if (err := self._translated(e, key)) is not None:
+                raise err from e
             raise
         return dest
 
@@ -136,8 +147,8 @@ class S3Storage:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=check_key(key))["Body"].read()
         except Exception as e:
-            if self._missing(e):
-                raise NotFound(f"{self.uri(key)} does not exist") from e
+            if (err := self._translated(e, key)) is not None:
+                raise err from e
             raise
 
     def put_bytes(self, data: bytes, key: str, *, content_type: str | None = None) -> None:
@@ -155,8 +166,8 @@ class S3Storage:
         try:
             return int(self.client.head_object(Bucket=self.bucket, Key=check_key(key))["ContentLength"])
         except Exception as e:
-            if self._missing(e):
-                raise NotFound(f"{self.uri(key)} does not exist") from e
+            if (err := self._translated(e, key)) is not None:
+                raise err from e
             raise
 
     def list(self, prefix: str) -> list[str]:
