@@ -5,8 +5,9 @@
 #
 #   1. a Docker engine (scripts/docker.sh up: Debian's docker.io, dockerd started by us if none runs)
 #   2. a wheelhouse on the host (build/wheelhouse: `pip download` of every image's requirements),
-#      served on 127.0.0.1:$VIDNOTES_WHEELHOUSE_PORT while the images build (builds use the host
-#      network); pip inside a build container never talks to the internet
+#      served on 127.0.0.1:$VIDNOTES_WHEELHOUSE_PORT (default 28765, another free port if that one
+#      is taken) while the images build (builds use the host network); pip inside a build
+#      container never talks to the internet
 #   3. base images made here instead of pulled (localstack/images/):
 #        vidnotes-debian:bookworm        debootstrap --variant=minbase + docker import
 #        vidnotes-python:3.11            stand-in for python:3.11-slim
@@ -28,7 +29,7 @@ MAIN_VENV=${VENV:-.venv}
 [[ $MAIN_VENV = /* ]] || MAIN_VENV=$ROOT/$MAIN_VENV
 OUT=${VIDNOTES_IMAGES_DIR:-$ROOT/build/images}
 WHEELS=${VIDNOTES_WHEELHOUSE:-$ROOT/build/wheelhouse}
-PORT=${VIDNOTES_WHEELHOUSE_PORT:-28765}
+PORT=${VIDNOTES_WHEELHOUSE_PORT:-}   # default: 28765, or any free port when that one is taken
 BASES=${VIDNOTES_IMAGE_BASES:-local}
 SUITE=bookworm
 MIRROR=${VIDNOTES_DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -66,6 +67,13 @@ wheelhouse_train() {
 }
 
 serve_wheels() {
+    if [[ -z $PORT ]]; then
+        PORT=28765   # the same port each time: the URL is a build argument, part of the layer cache key
+        if port_busy "$PORT"; then
+            PORT=$("$MAIN_VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+            say "port 28765 is in use: the wheelhouse is served on $PORT (layers that install wheels are rebuilt)"
+        fi
+    fi
     port_busy "$PORT" && die "port $PORT is in use (set VIDNOTES_WHEELHOUSE_PORT)"
     spawn wheelhouse "$MAIN_VENV/bin/python" -m http.server --bind 127.0.0.1 --directory "$WHEELS" "$PORT"
     local i

@@ -114,12 +114,17 @@ def docker_images():
     from stackutil import docker_engine_running
 
     started_here = not docker_engine_running()
+    def engine_down() -> None:
+        if started_here:
+            down = subprocess.run([str(REPO / "scripts" / "docker.sh"), "down"], capture_output=True, text=True, timeout=120)
+            assert down.returncode == 0, down.stderr
+
     r = subprocess.run([str(REPO / "scripts" / "images.sh"), "functions"], capture_output=True, text=True, timeout=1500)
-    assert r.returncode == 0, r.stderr[-4000:]
+    if r.returncode != 0:
+        engine_down()
+        pytest.fail(f"scripts/images.sh functions failed (exit {r.returncode}):\n{r.stderr[-4000:]}")
     yield r.stderr
-    if started_here:
-        down = subprocess.run([str(REPO / "scripts" / "docker.sh"), "down"], capture_output=True, text=True, timeout=120)
-        assert down.returncode == 0, down.stderr
+    engine_down()
 
 
 @pytest.fixture(scope="session")

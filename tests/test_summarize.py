@@ -6,6 +6,7 @@ The module fixtures build a tiny random BART and the packaged MiniLM into tempor
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -190,7 +191,8 @@ def test_tiny_bart_onnx_fp32_greedy_matches_pytorch(bart: SimpleNamespace) -> No
         ("Your call is important to us. " * 5).strip(),
         long_text(40),  # longer than the 256-token encoder: truncated the same way on both sides
     ]
-    lengths = set()
+    natural = 40  # the tiny model's generation config: max_length 40, min_length 12
+    lengths = []
     with torch.inference_mode():
         for text in texts:
             enc = tok(text, return_tensors="pt", truncation=True)
@@ -198,9 +200,17 @@ def test_tiny_bart_onnx_fp32_greedy_matches_pytorch(bart: SimpleNamespace) -> No
             ids = onnx.encode_text(text)
             assert ids == enc["input_ids"][0].tolist()
             assert onnx.generate_ids(ids) == ref, text[:60]
-            lengths.add(len(ref))
-    assert len(ids) == 256
-    assert len(lengths) > 1  # both EOS paths (natural stop and forced at max_length) were compared
+            lengths.append(len(ref))
+        assert len(ids) == 256
+        assert min(lengths) < natural, lengths  # </s> chosen by the model itself was compared
+        # EOS forced at max_length, and min_length holding </s> back, on every text: a budget
+        # shorter than any natural stop
+        onnx.gen = dataclasses.replace(onnx.gen, max_length=9, min_length=6)
+        for text in texts:
+            enc = tok(text, return_tensors="pt", truncation=True)
+            ref = model.generate(**enc, num_beams=1, do_sample=False, max_length=9, min_length=6)[0].tolist()
+            assert len(ref) == 9 and ref[-1] == model.generation_config.eos_token_id
+            assert onnx.generate_ids(onnx.encode_text(text)) == ref, text[:60]
 
 
 @pytest.mark.models
