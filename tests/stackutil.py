@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import json
 import os
@@ -203,29 +204,18 @@ def load_handler(fn_dir: str, name: str):
 
 
 # -- the stack's processes -----------------------------------------------------------------------
-def _proc_table() -> dict[int, int]:
-    """pid -> parent pid of every live process."""
-    table = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z":
-            table[int(stat.parent.name)] = int(fields[1])
-    return table
+@functools.cache
+def _gateway():
+    """localstack/gateway.py as a module (standard library only): its process table helpers."""
+    spec = importlib.util.spec_from_file_location("vidnotes_gateway", REPO / "localstack" / "gateway.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def process_tree(pid: int) -> list[int]:
     """pid and every live descendant."""
-    table = _proc_table()
-    found, todo = [pid], [pid]
-    while todo:
-        parent = todo.pop()
-        kids = [c for c, p in table.items() if p == parent]
-        found += kids
-        todo += kids
-    return [p for p in found if p in table]
+    return [pid, *_gateway().descendants(pid)] if running(pid) else []
 
 
 def rss_mib(pids: list[int]) -> float:
