@@ -35,7 +35,9 @@ install_packages() {  # what is missing of: the engine, iptables (its networking
     [[ $(id -u) -ne 0 ]] && sudo=sudo
     say "installing Debian's ${missing[*]} (apt-get)"
     $sudo apt-get update -qq
-    # policy-rc.d keeps the packaged services from starting: dockerd and the registry run as ours
+    # Where /usr/sbin/policy-rc.d forbids it (container machines), the packaged services do not
+    # start and dockerd and the registry run as ours; where a packaged dockerd does start, `up`
+    # finds it running and uses it, and `down` leaves it alone.
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
