@@ -205,7 +205,7 @@ def load_handler(fn_dir: str, name: str):
 
 # -- the stack's processes -----------------------------------------------------------------------
 @functools.cache
-def _gateway():
+def gateway_module():
     """localstack/gateway.py as a module (standard library only): its process table helpers."""
     spec = importlib.util.spec_from_file_location("vidnotes_gateway", REPO / "localstack" / "gateway.py")
     module = importlib.util.module_from_spec(spec)
@@ -215,7 +215,7 @@ def _gateway():
 
 def process_tree(pid: int) -> list[int]:
     """pid and every live descendant."""
-    return [pid, *_gateway().descendants(pid)] if running(pid) else []
+    return [pid, *gateway_module().descendants(pid)] if running(pid) else []
 
 
 def rss_mib(pids: list[int]) -> float:
