@@ -1,4 +1,4 @@
-"""vidnotes on Airflow: an upload to the inbox bucket becomes a transcript, a summary and a PDF.
+"""vidnotes on Airflow: an upload to the inbox bucket becomes a transcript and notes (PDF, Markdown, chapters).
 
 Two DAGs (docs/airflow.md):
 
@@ -166,7 +166,7 @@ def _claim_job(job_id: str, upload: dict[str, Any]) -> None:
 
 @dag(
     dag_id=PIPELINE_DAG_ID,
-    description="One upload -> transcript, summary, PDF (the four Lambda stages)",
+    description="One upload -> transcript and notes: notes.pdf, notes.md, notes.json, chapters.vtt (the four Lambda stages)",
     schedule=None,
     catchup=False,
     max_active_runs=4,

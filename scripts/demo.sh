@@ -3,8 +3,8 @@
 # to the inbox bucket (`aws s3 cp`) is all it takes. S3 notifies SQS, Airflow's asset watcher sees
 # the message and starts the DAG (no manual trigger), which runs extract_audio, transcribe (fanned
 # out over batches of chunks), summarize and render_pdf as Lambda invocations. This script waits
-# for that DAG run (REST API) and downloads the PDF and the transcript. The last line printed is the
-# PDF's path.
+# for that DAG run (REST API) and downloads the notes (PDF, Markdown, JSON, chapters track) and the
+# transcript. The last two lines printed are the paths of notes.md and of the PDF.
 # Usage: scripts/demo.sh [VIDEO] [OUT_DIR]. Starts the stack and Airflow if they are not running and
 # stops what it started afterwards unless KEEP=1. VIDNOTES_DEMO_TIMEOUT: seconds to wait for the run.
 set -euo pipefail
@@ -61,9 +61,13 @@ job=$(python -c 'import json,sys; print(json.loads(sys.argv[1])["job_id"])' "$re
 run=$(python -c 'import json,sys; print(json.loads(sys.argv[1])["run_id"])' "$result")
 say "DAG run $run succeeded: job $job"
 name=$(basename "${VIDEO%.*}")
-aws --endpoint-url "$S3_URL" s3 cp "s3://vidnotes-results/jobs/$job/notes.pdf" "$OUT/$name.pdf" --only-show-errors
-aws --endpoint-url "$S3_URL" s3 cp "s3://vidnotes-results/jobs/$job/transcript.txt" "$OUT/$name.txt" --only-show-errors
-say "done in $(python -c "import sys; print(round($(date +%s.%N) - $t0, 1))") s from upload to PDF; transcript: $OUT/$name.txt"
+for f in notes.pdf notes.md notes.json chapters.vtt transcript.txt transcript.srt; do
+  ext=${f#*.}; stem=${f%%.*}
+  case $stem in notes) dest="$OUT/$name.$ext" ;; *) dest="$OUT/$name.$stem.$ext" ;; esac
+  aws --endpoint-url "$S3_URL" s3 cp "s3://vidnotes-results/jobs/$job/$f" "$dest" --only-show-errors
+done
+say "done in $(python -c "import sys; print(round($(date +%s.%N) - $t0, 1))") s from upload to PDF; also in $OUT: $name.json (notes), $name.chapters.vtt, $name.transcript.txt, $name.transcript.srt"
 trap - EXIT
 cleanup
+realpath "$OUT/$name.md"
 realpath "$OUT/$name.pdf"

@@ -244,7 +244,7 @@ MARKUP = [
 
 
 def test_markup_in_a_transcript_stays_text(store, tmp_path, reliability):
-    from vidnotes.summarize import load_summarizer
+    from vidnotes.summarize import load_notes_builder
 
     results = LocalStorage(tmp_path / "results", bucket="local")
     job = jobs.Layout("00000000deadbeef")
@@ -256,7 +256,7 @@ def test_markup_in_a_transcript_stays_text(store, tmp_path, reliability):
         job.source,
         {"input": {"bucket": "b", "key": "talks/<font size=99>title & %PDF-1.7.mp4", "uri": "s3://b/<i>k</i>"}, "duration": 30.0},
     )
-    stages.summarize(jobs.JobRequest(job_id=job.job_id), results=results, summarizer=load_summarizer(store))
+    stages.summarize(jobs.JobRequest(job_id=job.job_id), results=results, builder=load_notes_builder(store))
     out = stages.render_pdf(jobs.JobRequest(job_id=job.job_id), results=results, work=tmp_path)
     pdf = tmp_path / "results" / out.pdf_key
 

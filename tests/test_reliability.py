@@ -114,7 +114,7 @@ def result_set(s3, job_id: str, tmp: Path) -> dict[str, str]:
 
 def expected_names(chunks: int) -> set[str]:
     return {
-        "status.json", "source.json", "chunks.json", "summary.json", "notes.pdf",
+        "status.json", "source.json", "chunks.json", "notes.json", "notes.pdf", "notes.md", "chapters.vtt",
         *(f"transcript.{f}" for f in ("json", "txt", "srt", "vtt")),
         *(f"chunks/{i:05d}.wav" for i in range(chunks)), "segments/00000.json",
     }  # fmt: skip
@@ -289,8 +289,8 @@ def test_faults_midway_are_survived_and_the_result_is_unchanged(live_stack, dagb
         "runtime_killed": proxy.add(Rule(TRANSCRIBE, "GET", rf"/jobs/{j}/chunks/00000\.wav$", "hold", hold_seconds=120)),
         # summarize (Timeout 5 s) times out waiting for S3: its first request, for the model store
         "function_timeout": proxy.add(Rule(SUMMARIZE, "GET", r"^/vidnotes-models/store/bart/CURRENT$", "hold", hold_seconds=120)),
-        # render_pdf's download of the summary breaks off halfway
-        "s3_response_cut": proxy.add(Rule(RENDER, "GET", rf"/jobs/{j}/summary\.json$", "truncate")),
+        # render_pdf's download of the notes breaks off halfway
+        "s3_response_cut": proxy.add(Rule(RENDER, "GET", rf"/jobs/{j}/notes\.json$", "truncate")),
     }
     killed: dict[str, list[int]] = {}
     problems: list[str] = []
@@ -377,7 +377,7 @@ def test_faults_midway_are_survived_and_the_result_is_unchanged(live_stack, dagb
             "rie_killed": "SIGKILL to extract_audio's aws-lambda-rie mid-invocation: gateway 500, the Lambda client retried, gateway restarted the RIE and killed the orphaned runtime",
             "runtime_killed": "SIGKILL to transcribe's runtime mid-invocation: Runtime.ExitError, Airflow retry",
             "function_timeout": "summarize with Timeout 5 s stuck on S3: Sandbox.Timedout, Airflow retry",
-            "s3_response_cut": "render_pdf's GET of summary.json cut after half the body: ResponseStreamingError, Airflow retry",
+            "s3_response_cut": "render_pdf's GET of notes.json cut after half the body: ResponseStreamingError, Airflow retry",
         },
         "task_tries": tries, "result_identical_to_undisturbed_run": True, "objects_compared": len(undisturbed),
     }  # fmt: skip

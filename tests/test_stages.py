@@ -34,11 +34,17 @@ def test_video_to_pdf_and_duplicate_detection(talk, store, tmp_path):
     pdf = run_local(talk, out, store=store, say=lambda m: None)
     job_id = pdf.parent.name
     text = pdftext(pdf)
-    summary = json.loads((pdf.parent / "summary.json").read_text())
+    notes = json.loads((pdf.parent / "notes.json").read_text())
     transcript = json.loads((pdf.parent / "transcript.json").read_text())
-    assert summary["text"] and " ".join(summary["text"].split()[:4]) in " ".join(text.split())
+    flat = " ".join(text.split())
+    assert notes["chapters"] and all(" ".join(c["title"].split()) in flat for c in notes["chapters"])
+    points = [k for c in notes["chapters"] for k in c["key_points"]]
+    assert points and all(" ".join(k.split()[:4]) in flat for k in points)
     assert "rivers" in text.lower() and "bridges" in text.lower()
-    assert transcript["model"] in text and summary["model"] in text
+    assert transcript["model"] in text and notes["model"].split(",")[0] in text
+    md = (pdf.parent / "notes.md").read_text()
+    assert md.startswith("# talk\n") and all(c["title"] in md for c in notes["chapters"])
+    assert (pdf.parent / "chapters.vtt").read_text().startswith("WEBVTT")
     for a, b in zip(transcript["segments"], transcript["segments"][1:]):
         assert a["start"] <= b["start"]
     status = json.loads((pdf.parent / "status.json").read_text())
@@ -119,7 +125,7 @@ def test_missing_upload_and_out_of_order_stages(tmp_path):
         stages.run_stage("extract_audio", results, None, lambda w: stages.extract_audio(req, source=LocalStorage(tmp_path), results=results, limits=stages.Limits(), work=w))
     jreq = jobs.JobRequest(job_id="0123456789abcdef")
     with pytest.raises(stages.StageFailed, match="run extract_audio first"):
-        stages.run_stage("summarize", results, jreq.job_id, lambda w: stages.summarize(jreq, results=results, summarizer=None))
+        stages.run_stage("summarize", results, jreq.job_id, lambda w: stages.summarize(jreq, results=results, builder=None))
     with pytest.raises(stages.StageFailed, match="run summarize first"):
         stages.run_stage("render_pdf", results, jreq.job_id, lambda w: stages.render_pdf(jreq, results=results, work=w))
     status = json.loads((tmp_path / "results" / "jobs" / jreq.job_id / "status.json").read_text())
@@ -153,12 +159,16 @@ def test_keys_are_checked():
 
 
 def test_pdf_escapes_markup_and_covers_non_ascii(tmp_path):
+    from vidnotes.notes import Chapter, KeyTerm, Notes, Paragraph, Sentence
     from vidnotes.report import NotesDocument, render_notes
-    from vidnotes.types import Segment, Summary, Transcript
+    from vidnotes.types import Segment, Transcript
 
-    t = Transcript([Segment(0, 2, "<b>bold</b> & <font size=40>big</font> </para> Grüße, 日本, Ωmega")], duration=2, model="whisper/x")
-    doc = NotesDocument("Title <i>x</i>", "s3://b/k.mp4", 2.0, t, Summary("a < b & c", ["<para>k</para>"], "extractive", "minilm/v"))
+    line = "<b>bold</b> & <font size=40>big</font> </para> Grüße, 日本, Ωmega"
+    t = Transcript([Segment(0, 2, line)], duration=2, model="whisper/x")
+    chapter = Chapter(0.0, 2.0, "<a href='x'>ch</a>", [Sentence("<para>k</para>", 0.0)], [Paragraph(0.0, 2.0, line)])
+    notes = Notes("en", 2.0, [Sentence("a < b & c", 0.0)], [chapter], [KeyTerm("<i>term</i>", 0.5, 1)], "extractive", "minilm/v")
+    doc = NotesDocument("Title <i>x</i>", "s3://b/k.mp4", 2.0, t, notes)
     # pdftotext's word spacing is approximate: compare without whitespace
     text = "".join(pdftext(render_notes(doc, tmp_path / "n.pdf")).split())
-    for literal in ("<b>bold</b> & <font size=40>big</font> </para>", "Grüße", "Ωmega", "Title <i>x</i>", "a < b & c", "<para>k</para>"):
+    for literal in ("<b>bold</b> & <font size=40>big</font> </para>", "Grüße", "Ωmega", "Title <i>x</i>", "a < b & c", "<para>k</para>", "<a href='x'>ch</a>", "<i>term</i>"):
         assert "".join(literal.split()) in text, literal

@@ -49,9 +49,14 @@ def test_upload_to_pdf_with_the_aws_cli(live_stack, video, tmp_path):
     assert r.returncode == 0, r.stderr
     text = subprocess.run(["pdftotext", str(tmp_path / "notes.pdf"), "-"], capture_output=True, text=True, check=True).stdout
     flat = " ".join(text.split()).lower()
-    r = aws_cli(s3, "s3", "cp", f"s3://vidnotes-results/jobs/{ext['job_id']}/summary.json", str(tmp_path / "summary.json"))
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert " ".join(summary["text"].split()[:5]).lower() in flat
+    for name in ("notes.json", "notes.md", "chapters.vtt"):
+        r = aws_cli(s3, "s3", "cp", f"s3://vidnotes-results/jobs/{ext['job_id']}/{name}", str(tmp_path / name))
+        assert r.returncode == 0, r.stderr
+    notes = json.loads((tmp_path / "notes.json").read_text())
+    assert notes["chapters"] and summ["chapters"] == len(notes["chapters"]) and notes["summarizer"] == summ["summarizer"]
+    assert " ".join(notes["chapters"][0]["title"].split()).lower() in flat
+    assert all(f"chapter-{i}" in (tmp_path / "chapters.vtt").read_text() for i in range(1, len(notes["chapters"]) + 1))
+    assert notes["chapters"][0]["title"] in (tmp_path / "notes.md").read_text()
     assert "glaciers" in flat and "bridges" in flat and summ["model"] in " ".join(text.split())
     r = aws_cli(s3, "s3", "cp", f"s3://vidnotes-results/jobs/{ext['job_id']}/status.json", "-")
     assert json.loads(r.stdout)["state"] == "succeeded"

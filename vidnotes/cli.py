@@ -8,8 +8,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vidnotes.formats import FORMATS, get_writer
+
+if TYPE_CHECKING:
+    from vidnotes.types import Transcript
 
 DEFAULT_STORE = os.environ.get("VIDNOTES_MODEL_STORE", "models")
 
@@ -78,33 +82,70 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_text(path: Path) -> str:
+def read_transcript(path: Path, *, language: str | None = None) -> Transcript:
+    """A transcript from ``vidnotes transcribe -f json`` (times kept), or plain text (one
+    sentence a segment, times estimated at 0.4 s a word)."""
+    from vidnotes.notes import words
+    from vidnotes.summarize import split_sentences
+    from vidnotes.types import Segment, Transcript
+
     raw = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
-        data = json.loads(raw)
-        if isinstance(data, dict) and "segments" in data:
-            from vidnotes.types import Transcript
-
-            return Transcript.from_dict(data).text
-        if isinstance(data, dict) and "text" in data:
-            return str(data["text"])
-    return raw
+        try:
+            data = json.loads(raw)
+            if isinstance(data, dict) and "segments" in data:
+                t = Transcript.from_dict(data)
+                if language:
+                    t.language = language
+                return t
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: not a transcript from `vidnotes transcribe -f json` ({e})") from e
+        raise ValueError(f"{path}: not a transcript from `vidnotes transcribe -f json` (no segments)")
+    segments, t = [], 0.0
+    for s in split_sentences(raw):
+        d = 0.4 * max(1, len(words(s)))
+        segments.append(Segment(t, t + d, s))
+        t += d
+    return Transcript(segments=segments, duration=t, language=language or "en", model="text")
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
-    from vidnotes.summarize import load_summarizer
+    from vidnotes.report import NotesDocument, render_chapters_vtt, render_markdown, render_notes
+    from vidnotes.stages import title_of
+    from vidnotes.summarize import load_notes_builder
 
-    summarizer = load_summarizer(_store(args))
-    summary = summarizer.summarize(_read_text(Path(args.file)))
-    if args.json:
-        print(json.dumps(summary.to_dict(), ensure_ascii=False, indent=2))
+    path = Path(args.file)
+    transcript = read_transcript(path, language=args.language)
+    builder = load_notes_builder(_store(args))
+    t0 = time.perf_counter()
+    notes = builder.build(transcript)
+    took = time.perf_counter() - t0
+    doc = NotesDocument(title=args.title or title_of(path.name), source=str(path), duration=transcript.duration, transcript=transcript, notes=notes)
+    renders = {
+        "md": lambda: render_markdown(doc),
+        "json": lambda: json.dumps(notes.to_dict(), ensure_ascii=False, indent=2) + "\n",
+        "vtt": lambda: render_chapters_vtt(notes),
+    }
+    if args.output_dir:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, fmt in (("notes.md", "md"), ("notes.json", "json"), ("chapters.vtt", "vtt")):
+            (out / name).write_text(renders[fmt](), encoding="utf-8")
+            print(out / name)
+        print(render_notes(doc, out / "notes.pdf"))
+    elif args.format == "pdf":
+        if not args.output:
+            raise ValueError("--format pdf needs --output FILE (or --output-dir)")
+        print(render_notes(doc, Path(args.output)))
     else:
-        print(summary.text)
-        if summary.key_points:
-            print("\nKey points:")
-            for p in summary.key_points:
-                print(f"- {p}")
-        print(f"\n({summary.summarizer}: {summary.model})", file=sys.stderr)
+        text = renders[args.format]()
+        if args.output:
+            Path(args.output).write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+    if notes.message:
+        print(f"note: {doc.message()}", file=sys.stderr)
+    print(f"{len(notes.chapters)} chapters, {len(notes.key_terms)} key terms in {took:.2f} s ({notes.summarizer}: {notes.model or 'no model'})", file=sys.stderr)
     return 0
 
 
@@ -113,6 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     pdf = run_local(Path(args.video), Path(args.out), store=_store(args))
     print(pdf)
+    print(pdf.with_name("notes.md"))
     return 0
 
 
@@ -229,15 +271,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     t.set_defaults(func=cmd_transcribe)
 
-    s = sub.add_parser("summarize", help="summarize a transcript (.json from transcribe, or plain text)")
+    s = sub.add_parser(
+        "summarize",
+        help="notes of a transcript: chapters, summary, key points, key terms (.json from transcribe, or plain text)",
+        description="Notes of a transcript (a .json from `vidnotes transcribe -f json`, or plain text with times "
+        "estimated): chapters with times, titles and key points, a summary, key terms. Markdown to stdout by default; "
+        "--output-dir writes notes.md, notes.json, chapters.vtt and notes.pdf. Schema of notes.json: docs/notes.md.",
+    )
     s.add_argument("file")
-    s.add_argument("--json", action="store_true", help="print the Summary as JSON")
+    s.add_argument("--format", "-f", choices=["md", "json", "vtt", "pdf"], default="md", help="md (default), json (notes.json), vtt (chapters track) or pdf")
+    s.add_argument("--output", "-o", help="write to this file instead of stdout")
+    s.add_argument("--output-dir", "-d", help="write notes.md, notes.json, chapters.vtt and notes.pdf into this directory")
+    s.add_argument("--title", help="the notes' title (default: from the file name)")
+    s.add_argument("--language", help="the transcript's language (default: the one in the .json, else en)")
     s.set_defaults(func=cmd_summarize)
 
     r = sub.add_parser(
         "run",
         help="notes from a video, all four stages locally (no AWS)",
-        description="Extract, transcribe, summarize and render the notes PDF of VIDEO into OUT/jobs/<job>/; prints the PDF path.",
+        description="Extract, transcribe, summarize and render the notes of VIDEO into OUT/jobs/<job>/ (notes.pdf, notes.md, "
+        "notes.json, chapters.vtt, the transcript in every format); prints the PDF and Markdown paths.",
     )
     r.add_argument("video")
     r.add_argument("--out", default="build/notes", help="results directory (default: %(default)s)")

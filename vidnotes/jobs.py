@@ -81,14 +81,17 @@ class JobRequest(_Payload):
 class SummarizeResult(_Payload):
     job_id: JobId
     transcript_keys: dict[str, str]
-    summary_key: str
-    summarizer: str
-    model: str
+    notes_key: str
+    chapters: int
+    summarizer: str  # "extractive", or "bart" when abstractive sentences passed the faithfulness check
+    model: str  # the models that made the notes
 
 
 class RenderResult(_Payload):
     job_id: JobId
     pdf_key: str
+    markdown_key: str
+    chapters_key: str
 
 
 class Layout:
@@ -123,12 +126,20 @@ class Layout:
         return self.key(f"transcript.{fmt}")
 
     @property
-    def summary(self) -> str:
-        return self.key("summary.json")
+    def notes(self) -> str:
+        return self.key("notes.json")
 
     @property
     def pdf(self) -> str:
         return self.key("notes.pdf")
+
+    @property
+    def markdown(self) -> str:
+        return self.key("notes.md")
+
+    @property
+    def chapters_vtt(self) -> str:
+        return self.key("chapters.vtt")
 
 
 State = Literal["running", "succeeded", "failed"]

@@ -25,7 +25,7 @@ def _stderr(msg: str) -> None:
 def run_local(video: Path, out_dir: Path, *, store: ModelStore, say: Say = _stderr, limits: stages.Limits | None = None) -> Path:
     """Notes for ``video``; returns the PDF's path. Raises :class:`~vidnotes.stages.StageFailed`."""
     from vidnotes.asr import WhisperOnnx
-    from vidnotes.summarize import load_summarizer
+    from vidnotes.summarize import load_notes_builder
 
     video = Path(video).resolve()
     limits = limits or stages.Limits.from_env()
@@ -42,9 +42,9 @@ def run_local(video: Path, out_dir: Path, *, store: ModelStore, say: Say = _stde
         stages.run_stage("transcribe", results, ext.job_id, lambda w: stages.transcribe(treq, results=results, model=model, work=w))
         say(f"[2/4] transcribe: batch {i}/{len(ext.batches)} ({len(batch)} chunks)")
     jreq = jobs.JobRequest(job_id=ext.job_id)
-    summarizer = load_summarizer(store)
-    s = stages.run_stage("summarize", results, ext.job_id, lambda w: stages.summarize(jreq, results=results, summarizer=summarizer))
-    say(f"[3/4] summarize: {s.summarizer} ({s.model})")
+    builder = load_notes_builder(store)
+    s = stages.run_stage("summarize", results, ext.job_id, lambda w: stages.summarize(jreq, results=results, builder=builder))
+    say(f"[3/4] summarize: {s.chapters} chapters, {s.summarizer} ({s.model})")
     r = stages.run_stage("render_pdf", results, ext.job_id, lambda w: stages.render_pdf(jreq, results=results, work=w))
-    say(f"[4/4] render_pdf: done in {time.perf_counter() - t0:.1f} s")
+    say(f"[4/4] render_pdf: notes.pdf, notes.md, chapters.vtt in {time.perf_counter() - t0:.1f} s")
     return Path(results.uri(r.pdf_key))

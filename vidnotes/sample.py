@@ -27,7 +27,7 @@ def make_sample_video(out: Path, *, text: str = SAMPLE_TALK, voice: str = "en-us
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "speech.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(wav), text], check=True, timeout=timeout)
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "135", "-g", "4", "-w", str(wav), text], check=True, timeout=timeout)
         subprocess.run(
             [
                 "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",

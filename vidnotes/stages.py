@@ -190,7 +190,9 @@ def merge_segments(results: Storage, job: Layout) -> Transcript:
     return Transcript(segments=segments, duration=duration, model=", ".join(sorted(models)))
 
 
-def summarize(req: jobs.JobRequest, *, results: Storage, summarizer: Any) -> jobs.SummarizeResult:
+def summarize(req: jobs.JobRequest, *, results: Storage, builder: Any) -> jobs.SummarizeResult:
+    """The job's transcript in every format, and its notes (``notes.json``) from ``builder``
+    (a :class:`~vidnotes.notes.NotesBuilder`)."""
     job = Layout(req.job_id)
     try:
         transcript = merge_segments(results, job)
@@ -200,44 +202,59 @@ def summarize(req: jobs.JobRequest, *, results: Storage, summarizer: Any) -> job
     for fmt in FORMATS:
         keys[fmt] = job.transcript(fmt)
         results.put_bytes(get_writer(fmt).render(transcript).encode("utf-8"), keys[fmt], content_type=CONTENT_TYPES[fmt])
-    summary = summarizer.summarize(transcript.text)
-    jobs.put_json(results, job.summary, summary.to_dict())
+    notes = builder.build(transcript)
+    jobs.put_json(results, job.notes, notes.to_dict())
     return jobs.SummarizeResult(
-        job_id=req.job_id, transcript_keys=keys, summary_key=job.summary, summarizer=summary.summarizer, model=summary.model
+        job_id=req.job_id, transcript_keys=keys, notes_key=job.notes, chapters=len(notes.chapters), summarizer=notes.summarizer, model=notes.model
     )
 
 
 # -- 4. render_pdf ----------------------------------------------------------------------------
 def render_pdf(req: jobs.JobRequest, *, results: Storage, work: Path) -> jobs.RenderResult:
-    from vidnotes.report import NotesDocument, render_notes
-    from vidnotes.types import Summary
+    """The notes for readers: ``notes.pdf``, ``notes.md`` and ``chapters.vtt``; the job succeeds."""
+    from vidnotes.notes import Notes
+    from vidnotes.report import NotesDocument, render_chapters_vtt, render_markdown, render_notes
 
     job = Layout(req.job_id)
     try:
         transcript = Transcript.from_dict(jobs.read_json(results, job.transcript("json")))
-        summary_data = jobs.read_json(results, job.summary)
+        notes_data = jobs.read_json(results, job.notes)
         source = jobs.read_json(results, job.source)
     except NotFound as e:
-        raise InputError("no_transcript", f"job {req.job_id} has no transcript and summary yet; run summarize first") from e
-    summary = Summary(**summary_data)
+        raise InputError("no_transcript", f"job {req.job_id} has no transcript and notes yet; run summarize first") from e
+    try:
+        notes = Notes.from_dict(notes_data)
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError("bad_notes", f"job {req.job_id}: notes.json is not valid ({e}); run summarize again") from e
     doc = NotesDocument(
-        title=Path(source["input"]["key"]).stem.replace("_", " ").replace("-", " ").strip() or "Notes",
+        title=title_of(source["input"]["key"]),
         source=source["input"]["uri"],
         duration=float(source["duration"]),
         transcript=transcript,
-        summary=summary,
+        notes=notes,
         job_id=req.job_id,
     )
     path = render_notes(doc, work / "notes.pdf")
     results.upload(path, job.pdf, content_type="application/pdf")
+    results.put_bytes(render_markdown(doc).encode("utf-8"), job.markdown, content_type="text/markdown; charset=utf-8")
+    results.put_bytes(render_chapters_vtt(notes).encode("utf-8"), job.chapters_vtt, content_type=CONTENT_TYPES["vtt"])
     jobs.write_status(
         results,
         req.job_id,
         "succeeded",
         stage="render_pdf",
-        outputs={"pdf": job.pdf, "summary": job.summary, **{f"transcript_{f}": job.transcript(f) for f in FORMATS}},
-    )
-    return jobs.RenderResult(job_id=req.job_id, pdf_key=job.pdf)
+        notes={"summarizer": notes.summarizer, "model": notes.model, "chapters": len(notes.chapters), "language": notes.language},
+        outputs={
+            "pdf": job.pdf, "markdown": job.markdown, "chapters": job.chapters_vtt, "notes": job.notes,
+            **{f"transcript_{f}": job.transcript(f) for f in FORMATS},
+        },
+    )  # fmt: skip
+    return jobs.RenderResult(job_id=req.job_id, pdf_key=job.pdf, markdown_key=job.markdown, chapters_key=job.chapters_vtt)
+
+
+def title_of(key: str) -> str:
+    """A readable title from the upload's name: ``talks/rivers_and-bridges.mp4`` -> ``rivers and bridges``."""
+    return Path(key).stem.replace("_", " ").replace("-", " ").strip() or "Notes"
 
 
 # -- error recording --------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Transcript summaries on CPU: BART (abstractive, map-reduce) or MiniLM (extractive).
+"""The models behind the notes (:mod:`vidnotes.notes`): BART (abstractive, map-reduce) and
+MiniLM sentence embeddings.
 
 Torch-free: numpy, onnxruntime, tokenizers and the standard library only. Models come from the
 :class:`~vidnotes.store.ModelStore` (tasks ``bart`` and ``minilm``, built by ``vidnotes.export``).
@@ -7,20 +8,20 @@ Torch-free: numpy, onnxruntime, tokenizers and the standard library only. Models
   (honouring min/max length, forced BOS/EOS and ``no_repeat_ngram_size``). A transcript longer
   than the encoder's limit is split into sentence-aligned chunks, each chunk is summarized, and
   the joined partial summaries are summarized again until they fit (map-reduce).
-* :class:`ExtractiveSummarizer`: embeds sentences with all-MiniLM-L6-v2 and picks central yet
-  diverse ones (greedy coverage), kept in document order. Needs no BART: the offline fallback.
+* :class:`MiniLMEmbedder`: all-MiniLM-L6-v2 sentence embeddings (mean pooled, unit length);
+  :func:`coverage_select` picks central yet diverse rows of them.
+* :func:`load_notes_builder`: a :class:`~vidnotes.notes.NotesBuilder` over what the store has.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
@@ -28,10 +29,11 @@ from tokenizers import Tokenizer
 
 from vidnotes.onnxutil import input_names, make_session, output_names
 from vidnotes.store import ModelStore
-from vidnotes.types import Summary
+
+if TYPE_CHECKING:
+    from vidnotes.notes import NotesBuilder
 
 SUMMARIZER_ENV = "VIDNOTES_SUMMARIZER"
-MAX_KEY_POINTS = 10
 MAX_REDUCE_ROUNDS = 4
 
 _WS = re.compile(r"\s+")
@@ -77,11 +79,6 @@ def _model_label(manifest: dict[str, Any], default_task: str) -> str:
 
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-@runtime_checkable
-class Summarizer(Protocol):
-    def summarize(self, text: str) -> Summary: ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,49 +317,40 @@ class BartSummarizer:
                 out.append(text)
         return out
 
-    def _empty(self) -> Summary:
-        return Summary(text="", key_points=[], summarizer="bart", model=self.model)
-
-    def summarize_detailed(self, text: str) -> tuple[Summary, MapReduceTrace]:
+    def summarize_detailed(self, text: str) -> tuple[str, MapReduceTrace]:
+        """The summary of ``text`` and what it took (map-reduce over encoder-sized chunks)."""
         trace = MapReduceTrace()
         text = normalize_ws(text)
         if not text:
-            return self._empty(), trace
+            return "", trace
         partials = self._summarize_chunks(self.plan_chunks(text), trace)
-        first_level = list(partials)
         rounds = 0
         while len(partials) > 1 and rounds < MAX_REDUCE_ROUNDS:
             partials = self._summarize_chunks(self.plan_chunks(" ".join(partials)), trace)
             rounds += 1
         if len(partials) > 1:  # did not converge: summarize what fits of the joined partials
             partials = self._summarize_chunks([" ".join(partials)], trace)
-        final = partials[0] if partials else ""
-        if len(first_level) > 1:
-            points = [s for p in first_level for s in split_sentences(p)]
-        else:
-            points = split_sentences(final)
-        key_points = list(dict.fromkeys(points))[:MAX_KEY_POINTS]
-        return Summary(text=final, key_points=key_points, summarizer="bart", model=self.model), trace
+        return (partials[0] if partials else ""), trace
 
-    def summarize(self, text: str) -> Summary:
+    def summarize_text(self, text: str) -> str:
         return self.summarize_detailed(text)[0]
 
 
 # ---------------------------------------------------------------------------------------------
-# MiniLM extractive
+# MiniLM embeddings
 # ---------------------------------------------------------------------------------------------
 class MiniLMEmbedder:
     """Sentence embeddings from the all-MiniLM-L6-v2 ONNX export: mean pooling over the attention
     mask, L2-normalized (as sentence-transformers)."""
 
-    def __init__(self, session: ort.InferenceSession, tokenizer: Tokenizer, *, max_seq_length: int = 256, batch_size: int = 32) -> None:
+    def __init__(self, session: ort.InferenceSession, tokenizer: Tokenizer, *, max_seq_length: int = 256, batch_tokens: int = 2048) -> None:
         self.session = session
         self.tokenizer = tokenizer
-        self.batch_size = batch_size
+        self.batch_tokens = batch_tokens
         self._inputs = set(input_names(session))
-        pad = tokenizer.padding or {}
+        self._pad_id = int((tokenizer.padding or {}).get("pad_id", 0))
+        tokenizer.no_padding()
         tokenizer.enable_truncation(max_length=max_seq_length)
-        tokenizer.enable_padding(pad_id=int(pad.get("pad_id", 0)), pad_token=str(pad.get("pad_token", "[PAD]")))
 
     @classmethod
     def from_dir(cls, model_dir: Path, manifest: dict[str, Any], *, threads: int | None = None) -> MiniLMEmbedder:
@@ -374,10 +362,13 @@ class MiniLMEmbedder:
             max_seq_length=int(manifest.get("max_seq_length", 256)),
         )
 
-    def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        encs = self.tokenizer.encode_batch(texts)
-        ids = np.asarray([e.ids for e in encs], dtype=np.int64)
-        mask = np.asarray([e.attention_mask for e in encs], dtype=np.int64)
+    def _embed_ids(self, seqs: list[list[int]]) -> np.ndarray:
+        width = max(len(x) for x in seqs)
+        ids = np.full((len(seqs), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(seqs), width), dtype=np.int64)
+        for r, x in enumerate(seqs):
+            ids[r, : len(x)] = x
+            mask[r, : len(x)] = 1
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
         m = mask[:, :, None].astype(np.float32)
@@ -385,24 +376,28 @@ class MiniLMEmbedder:
         return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """``(len(texts), dim)`` float32, unit rows. Batches texts of similar length together."""
+        """``(len(texts), dim)`` float32, unit rows. Texts are sorted by token count and batched
+        up to ``batch_tokens`` padded tokens, so one long text does not pad a whole batch."""
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        seqs = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
         out: np.ndarray | None = None
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            emb = self._embed_batch([texts[i] for i in idx])
+        start = 0
+        while start < len(order):
+            width = len(seqs[order[start]])
+            end = start + 1
+            # grow the batch while its padded size (rows x longest) stays within the budget
+            while end < len(order) and (end - start + 1) * len(seqs[order[end]]) <= max(self.batch_tokens, width):
+                end += 1
+            idx = order[start:end]
+            emb = self._embed_ids([seqs[i] for i in idx])
             if out is None:
                 out = np.zeros((len(texts), emb.shape[1]), dtype=np.float32)
             out[idx] = emb
+            start = end
         assert out is not None
         return out
-
-
-def sentence_count(n_units: int) -> int:
-    """How many sentences an extractive summary of ``n_units`` sentences keeps."""
-    return max(3, min(10, math.ceil(n_units / 8)))
 
 
 def coverage_select(emb: np.ndarray, k: int, *, candidates: Sequence[int] | None = None) -> list[int]:
@@ -433,56 +428,27 @@ def coverage_select(emb: np.ndarray, k: int, *, candidates: Sequence[int] | None
     return chosen
 
 
-class ExtractiveSummarizer:
-    """Key sentences of the transcript, picked for centrality and coverage
-    (:func:`coverage_select`) over MiniLM embeddings, kept in document order."""
-
-    def __init__(self, embedder: MiniLMEmbedder, *, model: str, key_points: int = 5, min_words: int = 6) -> None:
-        self.embedder = embedder
-        self.model = model
-        self.max_key_points = key_points
-        self.min_words = min_words  # shorter units ("Okay.", "Can you hear me?") are not picked
-
-    @classmethod
-    def from_dir(cls, model_dir: Path, manifest: dict[str, Any], *, threads: int | None = None) -> ExtractiveSummarizer:
-        return cls(MiniLMEmbedder.from_dir(model_dir, manifest, threads=threads), model=_model_label(manifest, "minilm"))
-
-    def select(self, units: list[str]) -> list[int]:
-        """Indices of the chosen units, in selection (importance) order."""
-        k = sentence_count(len(units))
-        if len(units) <= k:
-            return list(range(len(units)))
-        candidates = [i for i, u in enumerate(units) if len(u.split()) >= self.min_words]
-        if len(candidates) < k:
-            candidates = list(range(len(units)))
-        return coverage_select(self.embedder.embed(units), k, candidates=candidates)
-
-    def summarize(self, text: str) -> Summary:
-        units = text_units(text)
-        if not units:
-            return Summary(text="", key_points=[], summarizer="extractive", model=self.model)
-        picked = self.select(units)
-        return Summary(
-            text=" ".join(units[i] for i in sorted(picked)),
-            key_points=[units[i] for i in sorted(picked[: self.max_key_points])],
-            summarizer="extractive",
-            model=self.model,
-        )
-
-
 # ---------------------------------------------------------------------------------------------
 # Choosing one
 # ---------------------------------------------------------------------------------------------
-def load_summarizer(store: ModelStore, *, threads: int | None = None) -> Summarizer:
-    """BART if the store has a current ``bart`` version, else the extractive MiniLM summarizer
-    (the offline fallback). ``$VIDNOTES_SUMMARIZER=bart|extractive`` forces one."""
+def load_notes_builder(store: ModelStore, *, threads: int | None = None) -> NotesBuilder:
+    """The notes builder the store supports: MiniLM embeddings for chapters, titles and
+    sentence selection (lexical features alone if the store has no ``minilm``), and BART for
+    abstractive sentences if the store has a current ``bart``. ``$VIDNOTES_SUMMARIZER=bart|extractive``
+    forces one (bart without a BART in the store is an error)."""
+    from vidnotes.notes import NotesBuilder
+
     choice = os.environ.get(SUMMARIZER_ENV, "").strip().lower() or "auto"
     if choice not in {"auto", "bart", "extractive"}:
         raise ValueError(f"{SUMMARIZER_ENV} must be bart, extractive or auto, got {choice!r}")
     if choice == "auto":
         choice = "bart" if store.current("bart") else "extractive"
+    bart = None
     if choice == "bart":
         model_dir, manifest = store.fetch("bart")
-        return BartSummarizer.from_dir(model_dir, manifest, threads=threads)
-    model_dir, manifest = store.fetch("minilm")
-    return ExtractiveSummarizer.from_dir(model_dir, manifest, threads=threads)
+        bart = BartSummarizer.from_dir(model_dir, manifest, threads=threads)
+    embedder, label = None, ""
+    if store.current("minilm"):
+        model_dir, manifest = store.fetch("minilm")
+        embedder, label = MiniLMEmbedder.from_dir(model_dir, manifest, threads=threads), _model_label(manifest, "minilm")
+    return NotesBuilder(embedder=embedder, abstractive=bart, embedder_model=label)

@@ -1,4 +1,4 @@
-"""Lambda vidnotes-render-pdf: {"job_id"} -> jobs/<id>/notes.pdf, and the job marked succeeded."""
+"""Lambda vidnotes-render-pdf: {"job_id"} -> jobs/<id>/notes.pdf, notes.md, chapters.vtt; the job marked succeeded."""
 
 from vidnotes.jobs import JobRequest
 from vidnotes.lambda_io import logger, parse, results_storage
