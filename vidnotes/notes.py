@@ -440,7 +440,7 @@ class SegmentParams:
     max_chapters: int = MAX_CHAPTERS
     shuffles: int = 8
     margin: float = 1.3  # a boundary must gain this many times what the best split of a shuffled talk gains
-    cue_discount: float = 0.5  # a cue at a boundary takes this share off its price
+    cue_discount: float = 0.3  # a cue at a boundary takes this share off its price
     pause_discount: float = 0.25  # so does a long pause (scaled: 2 s and more is a full one)
     seed: int = 0
 
@@ -529,7 +529,7 @@ def segment(
     return _starts_from(back, n, best_j)
 
 
-def similarity_kernel(emb: np.ndarray | None, lex: np.ndarray, *, semantic_weight: float = 0.5) -> np.ndarray:
+def similarity_kernel(emb: np.ndarray | None, lex: np.ndarray, *, semantic_weight: float = 0.4) -> np.ndarray:
     """Cosine kernel of the units: MiniLM and lexical similarity mixed (lexical alone without an
     embedder). Unit diagonal; rows without any word get similarity 0 to the rest."""
     k = lex @ lex.T
@@ -566,7 +566,7 @@ def candidate_phrases(texts: Sequence[str], stop: frozenset[str], *, max_n: int 
                     if i + n > len(ws):
                         break
                     g = low[i : i + n]
-                    if any(w in stop or w.isdigit() for w in g) or len(g[0]) < 2 or len(g[-1]) < 2:
+                    if any(w in stop or w.isdigit() for w in g) or len(g[0]) < 2 or len(g[-1]) < 2 or g[-1].endswith(("'s", "\u2019s")):
                         continue
                     if n == 1 and len(g[0]) < 3:
                         continue
@@ -629,6 +629,19 @@ def _capitalize(s: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Sentences for the notes
 # ---------------------------------------------------------------------------------------------
+# A sentence that opens with one of these leans on the one before ("They are executed ...",
+# "However, ..."): a weaker note out of context, picked only when nothing better is left.
+_DEPENDENT = {
+    "en": re.compile(r"^\W*(?:it|its|they|them|their|this|these|those|that|he|she|his|her|such|however|but|so|also|otherwise|then|therefore|thus|here|there|instead|both|either|neither|another|other|which)\b", re.IGNORECASE),
+    "ru": re.compile(r"^\W*(?:это|этот|эта|эти|этого|он|она|оно|они|его|её|их|такой|такая|такие|однако|но|поэтому|тогда|там|здесь|также|тоже|зато|при этом)(?![^\W_])", re.IGNORECASE),
+}
+
+
+def dependent(text: str, language: str) -> bool:
+    pat = _DEPENDENT.get(base_language(language))
+    return bool(pat and pat.match(text))
+
+
 _LEADING = {
     "en": re.compile(r"^(?:(?:so|and|okay|ok|um|uh|well|alright|all right|now|right)\b[,.]?\s+)+", re.IGNORECASE),
     "ru": re.compile(r"^(?:(?:ну|вот|итак|так вот|и|а)\b[,.]?\s+)+", re.IGNORECASE),
@@ -741,8 +754,12 @@ class NotesBuilder:
             if not content:
                 picks.append([])
                 continue
-            local = coverage_select(feats[a:b], len(content), candidates=[i - a for i in content])
-            picks.append([a + i for i in local])
+            # sentences that stand on their own first, in coverage order; the others after them
+            alone = [i for i in content if not dependent(texts[i], lang)]
+            first = coverage_select(feats[a:b], len(alone), candidates=[i - a for i in alone]) if alone else []
+            rest = [i - a for i in content if dependent(texts[i], lang)]
+            later = coverage_select(feats[a:b], len(rest), candidates=rest) if rest else []
+            picks.append([a + i for i in first + later])
         minutes = transcript.duration / 60.0
         budget = summary_budget(minutes, len(bounds))
         in_summary: list[int] = []
@@ -929,3 +946,8 @@ def paragraphs(units: Sequence[Unit], *, target_words: int = 80, min_words: int 
         out.append(Paragraph(cur[0].start, cur[-1].end, " ".join(x.text for x in cur)))
     return out
 
+
+
+def build_notes(transcript: Transcript, embedder: Embedder | None = None, abstractive: Abstractive | None = None) -> Notes:
+    """Notes of ``transcript`` (see :class:`NotesBuilder`)."""
+    return NotesBuilder(embedder=embedder, abstractive=abstractive).build(transcript)

@@ -117,8 +117,8 @@ def _styles() -> dict[str, ParagraphStyle]:
     ink, muted, accent = colors.HexColor("#1b1b1b"), colors.HexColor("#555555"), colors.HexColor("#1d3557")
     return {
         "title": ParagraphStyle("t", parent=base["Title"], fontName=bold, fontSize=20, leading=24, alignment=0, textColor=ink),
-        "h": ParagraphStyle("h", parent=base["Heading2"], fontName=bold, fontSize=14, leading=18, spaceBefore=10, spaceAfter=4, textColor=accent),
-        "h3": ParagraphStyle("h3", parent=base["Heading3"], fontName=bold, fontSize=11.5, leading=15, spaceBefore=8, spaceAfter=2, textColor=ink),
+        "h": ParagraphStyle("h", parent=base["Heading2"], fontName=bold, fontSize=14, leading=18, spaceBefore=10, spaceAfter=4, textColor=accent, keepWithNext=1),
+        "h3": ParagraphStyle("h3", parent=base["Heading3"], fontName=bold, fontSize=11.5, leading=15, spaceBefore=8, spaceAfter=2, textColor=ink, keepWithNext=1),
         "body": ParagraphStyle("b", parent=base["BodyText"], fontName=regular, fontSize=10.5, leading=14.5, textColor=ink),
         "summary": ParagraphStyle("s", parent=base["BodyText"], fontName=regular, fontSize=11, leading=16, textColor=ink),
         "meta": ParagraphStyle("m", parent=base["BodyText"], fontName=regular, fontSize=8.5, leading=11, textColor=muted),

@@ -1,5 +1,7 @@
 """A sample talk video for demos and tests: espeak-ng speech over a generated picture, muxed by
-ffmpeg. Real tools, synthetic voice; nothing downloaded."""
+ffmpeg. Real tools, synthetic voice; nothing downloaded. Also synthetic non-speech audio
+(:func:`noise`: pink and brown noise, applause, music, mains hum) for the VAD's tests and
+``bench/bench_noise.py``."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import argparse
 import subprocess
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 SAMPLE_TALK = (
     "Welcome to this short lecture on how rivers shape the land. "
@@ -41,6 +45,76 @@ def make_sample_video(out: Path, *, text: str = SAMPLE_TALK, voice: str = "en-us
             timeout=timeout,
         )  # fmt: skip
     return out
+
+
+NOISE_KINDS = ("pink", "brown", "applause", "music", "hum")
+
+
+def noise(kind: str, seconds: float, *, seed: int = 0, rms_dbfs: float = -20.0, sample_rate: int = 16_000) -> np.ndarray:
+    """``seconds`` of non-speech audio as float32 at ``sample_rate``, deterministic for a seed,
+    scaled to ``rms_dbfs``:
+
+    - ``pink``: 1/f noise (white noise shaped in the frequency domain);
+    - ``brown``: 1/f^2 noise (integrated white noise, leaky so it does not drift);
+    - ``applause``: a crowd clapping in swells: Poisson claps (3-12 ms band-limited noise bursts
+      with fast decay) at a rate that rises and falls, over a little room noise;
+    - ``music``: chords of harmonic tones (a four-chord progression, 0.5-1 s per chord, attack
+      and decay) over a bass note and a soft hi-hat;
+    - ``hum``: 50 Hz mains hum with its harmonics and a little hiss.
+    """
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sample_rate)
+    t = np.arange(n) / sample_rate
+    if kind in ("pink", "brown"):
+        spec = np.fft.rfft(rng.standard_normal(n))
+        f = np.fft.rfftfreq(n, 1 / sample_rate)
+        f[0] = f[1]
+        spec /= np.sqrt(f) if kind == "pink" else np.maximum(f, 20.0)  # brown: 1/f^2 power, flat below 20 Hz
+        x = np.fft.irfft(spec, n)
+    elif kind == "applause":
+        x = 0.02 * rng.standard_normal(n)
+        # intensity: swells of 3-8 s with short lulls between them
+        rate = np.zeros(n)
+        pos = 0
+        while pos < n:
+            length = int(rng.uniform(3, 8) * sample_rate)
+            env = np.sin(np.linspace(0, np.pi, min(length, n - pos))) ** 0.5
+            rate[pos : pos + len(env)] = rng.uniform(15, 60) * env
+            pos += length + int(rng.uniform(0.2, 1.5) * sample_rate)
+        starts = np.flatnonzero(rng.random(n) < rate / sample_rate)
+        for s0 in starts:
+            ln = int(rng.uniform(0.003, 0.012) * sample_rate)
+            burst = rng.standard_normal(ln) * np.exp(-np.arange(ln) / (ln / 4))
+            burst = np.convolve(burst, [1, -0.6 * rng.random()], mode="same")  # each clap its own colour
+            x[s0 : s0 + ln] += rng.uniform(0.2, 1.0) * burst[: n - s0]
+    elif kind == "music":
+        x = np.zeros(n)
+        roots = [57, 52, 54, 50]  # A, E, F#m, D (MIDI): a pop progression
+        pos, k = 0, 0
+        while pos < n:
+            length = min(n - pos, int(rng.choice([0.5, 0.75, 1.0]) * sample_rate))
+            tt = np.arange(length) / sample_rate
+            env = np.minimum(1, tt / 0.02) * np.exp(-tt / 0.6)
+            root = roots[k % len(roots)]
+            chord = [root, root + (3 if k % 4 == 2 else 4), root + 7, root + 12]
+            for m in chord:
+                f0 = 440.0 * 2 ** ((m - 69) / 12)
+                x[pos : pos + length] += env * sum(np.sin(2 * np.pi * f0 * h * tt) / h**1.5 for h in range(1, 6))
+            fb = 440.0 * 2 ** ((root - 24 - 69) / 12)
+            x[pos : pos + length] += 1.5 * env * np.sin(2 * np.pi * fb * tt)
+            hat = int(0.03 * sample_rate)
+            x[pos : pos + hat] += 0.3 * rng.standard_normal(hat) * np.exp(-np.arange(hat) / (hat / 5))
+            pos += length
+            k += 1
+    elif kind == "hum":
+        x = sum(np.sin(2 * np.pi * 50 * h * t + rng.uniform(0, 2 * np.pi)) / h for h in range(1, 8))
+        x = x + 0.01 * rng.standard_normal(n)
+    else:
+        raise ValueError(f"unknown noise kind {kind!r}: one of {', '.join(NOISE_KINDS)}")
+    x = np.asarray(x, dtype=np.float64)
+    x -= x.mean()
+    x *= 10 ** (rms_dbfs / 20) / max(float(np.sqrt((x**2).mean())), 1e-12)
+    return np.clip(x, -1.0, 1.0).astype(np.float32)
 
 
 def main(argv: list[str] | None = None) -> int:
