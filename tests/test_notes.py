@@ -195,8 +195,9 @@ def test_chapters_titles_points_summary_terms(builder: NotesBuilder) -> None:
     assert all(classify(s.text, "en").content for s in notes.summary)
     # key terms: said in the talk, at the time given (the start of the sentence or later within it)
     assert 5 <= len(notes.key_terms) <= 20
-    for t in notes.key_terms:
-        first = next(s for s in tr.segments if re.search(rf"\b{re.escape(t.term.lower())}\b", s.text.lower()))
+    for t in notes.key_terms:  # said first in the first sentence that has its words, with any ending
+        need = {w[:6] for w in words(t.term.lower())}
+        first = next(s for s in tr.segments if need <= {w[:6] for w in words(s.text.lower())})
         assert first.start <= t.first <= first.end, t
     assert [t.first for t in notes.key_terms] == sorted(t.first for t in notes.key_terms)
     assert notes.summarizer == "extractive" and notes.model.startswith("minilm/") and notes.speech_model == "whisper/test"
@@ -224,7 +225,10 @@ def test_russian_talk_gets_russian_notes(builder: NotesBuilder) -> None:
     notes = builder.build(tr)
     assert notes.language == "ru" and len(notes.chapters) == 3
     assert [c.start for c in notes.chapters[1:]] == [start_of(tr, "Теперь поговорим о Марсе."), start_of(tr, "Перейдём к налогам.")]
-    assert all(re.fullmatch(r"[А-Яа-яЁё ,-]+", c.title) for c in notes.chapters), [c.title for c in notes.chapters]
+    # titles in the dictionary form (pymorphy3): the announced "о Марсе", "к налогам" become Марс, Налоги
+    assert [c.title for c in notes.chapters][1:] == ["Марс", "Налоги"]
+    assert re.fullmatch(r"[А-ЯЁ][а-яё ,-]+", notes.chapters[0].title)
+    assert {"марсоход", "декларация"} <= {k.term for k in notes.key_terms}  # merged over endings, nominative
     assert not {s.text for s in notes.summary} & {"Здравствуйте, коллеги.", "Спасибо за внимание."}
     md = render_markdown(doc_of(notes, tr, "Лекция"))
     assert "## Содержание" in md and "## Краткое содержание" in md and "## Ключевые термины" in md and "## Расшифровка" in md

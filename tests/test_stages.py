@@ -172,3 +172,20 @@ def test_pdf_escapes_markup_and_covers_non_ascii(tmp_path):
     text = "".join(pdftext(render_notes(doc, tmp_path / "n.pdf")).split())
     for literal in ("<b>bold</b> & <font size=40>big</font> </para>", "Grüße", "Ωmega", "Title <i>x</i>", "a < b & c", "<para>k</para>", "<a href='x'>ch</a>", "<i>term</i>"):
         assert "".join(literal.split()) in text, literal
+
+
+def test_render_refuses_notes_that_are_not_notes(tmp_path):
+    from vidnotes.types import Segment, Transcript
+
+    results = LocalStorage(tmp_path / "results", bucket="local")
+    job = jobs.Layout("00000000feedbeef")
+    results.put_bytes(json.dumps(Transcript([Segment(0, 1, "Hello there.")], 1.0).to_dict()).encode(), job.transcript("json"))
+    jobs.put_json(results, job.source, {"input": {"bucket": "b", "key": "k.mp4", "uri": "s3://b/k.mp4"}, "duration": 1.0})
+    for bad in ({"text": "an old summary.json", "key_points": []}, {"schema": "vidnotes.notes/1", "chapters": [{"start": 0}]}):
+        jobs.put_json(results, job.notes, bad)
+        req = jobs.JobRequest(job_id=job.job_id)
+        with pytest.raises(stages.StageFailed, match="notes.json is not valid.*run summarize again"):
+            stages.run_stage("render_pdf", results, job.job_id, lambda w: stages.render_pdf(req, results=results, work=w))
+        status = json.loads((tmp_path / "results" / job.status).read_text())
+        assert status["state"] == "failed" and status["error"]["code"] == "bad_notes"
+        assert not results.exists(job.pdf) and not results.exists(job.markdown)

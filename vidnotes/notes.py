@@ -550,6 +550,7 @@ class _Phrase:
     key: str  # lowercased
     count: int
     first_unit: int
+    variants: list[str] = field(default_factory=list)  # the keys merged into this one (first said first)
 
 
 def candidate_phrases(texts: Sequence[str], stop: frozenset[str], *, max_n: int = 3, offset: int = 0) -> dict[str, _Phrase]:
@@ -624,6 +625,58 @@ def _phrase_prior(p: _Phrase, spread: int) -> float:
 
 def _capitalize(s: str) -> str:
     return s[:1].upper() + s[1:] if s else s
+
+
+# ---------------------------------------------------------------------------------------------
+# Morphology: Russian titles and terms as a dictionary would write them
+# ---------------------------------------------------------------------------------------------
+@lru_cache(maxsize=4)
+def _morph(language: str) -> Any | None:
+    """pymorphy3's analyzer for Russian (None for other languages, or if it is not installed)."""
+    if base_language(language) != "ru":
+        return None
+    try:
+        import pymorphy3
+
+        return pymorphy3.MorphAnalyzer()
+    except Exception:  # not installed: phrases stay as said
+        return None
+
+
+_NOUNISH = {"NOUN"}
+_NOT_IN_TERMS = {"VERB", "INFN", "GRND", "PRTS", "ADVB", "PRED", "COMP", "NPRO", "CONJ", "PRCL", "PREP", "INTJ", "NUMR"}
+
+
+def phrase_ok(key: str, language: str) -> bool:
+    """Whether a phrase can be a title or term: in Russian, a noun phrase (a noun in it, no verb,
+    adverb, pronoun or function word); any phrase elsewhere."""
+    morph = _morph(language)
+    if morph is None:
+        return True
+    tags = [morph.parse(w)[0].tag.POS for w in key.split()]
+    return any(t in _NOUNISH for t in tags) and not any(t in _NOT_IN_TERMS for t in tags)
+
+
+def display_form(text: str, language: str) -> str:
+    """A phrase in its dictionary form where the language has one: in Russian the words up to
+    the first noun go to the nominative ("налоговой декларации" -> "налоговая декларация",
+    "налогам" -> "налоги"); words after it keep their case ("возврат налога")."""
+    morph = _morph(language)
+    if morph is None:
+        return text
+    out, head_done = [], False
+    for w in text.split():
+        if head_done:
+            out.append(w)
+            continue
+        p = morph.parse(w)[0]
+        form = p.inflect({"nomn"})
+        new = form.word if form is not None else w
+        if w[:1].isupper():
+            new = new[:1].upper() + new[1:]
+        out.append(new)
+        head_done = p.tag.POS == "NOUN"
+    return " ".join(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -708,6 +761,7 @@ class NotesBuilder:
     embedder_model: str = ""
     params: SegmentParams = field(default_factory=SegmentParams)
     _cache: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
+    _lang: str = field(default="en", init=False, repr=False)
 
     @property
     def model(self) -> str:
@@ -730,7 +784,7 @@ class NotesBuilder:
 
     def build(self, transcript: Transcript) -> Notes:
         self._cache = {}
-        lang = base_language(transcript.language)
+        lang = self._lang = base_language(transcript.language)
         stop = stop_words(lang)
         units = transcript_units(transcript)
         base = dict(language=lang, duration=transcript.duration, speech_model=transcript.model, model=self.model)
@@ -779,7 +833,7 @@ class NotesBuilder:
         titles_taken: list[set[str]] = []
         ptexts = [r.phrase_text(t) for r, t in zip(roles, texts)]
         spread = _Spread(ptexts)
-        chapter_phrases = [candidate_phrases(ptexts[a:b], stop, offset=a) for a, b in bounds]
+        chapter_phrases = [{k: p for k, p in candidate_phrases(ptexts[a:b], stop, offset=a).items() if phrase_ok(k, lang)} for a, b in bounds]
         centroids = np.stack([_unit_rows(feats[a:b].mean(axis=0)) for a, b in bounds]) if emb is not None else None
         for ci, (a, b) in enumerate(bounds):
             rest = [i for i in picks[ci] if i not in summary_set]
@@ -856,7 +910,7 @@ class NotesBuilder:
         if len(picked) > 1 and rel[picked[1]] >= 0.8 * rel[picked[0]]:
             names.append(cands[picked[1]].text)
         taken.append({_stem(w) for n in names for w in n.lower().split()})
-        return _capitalize(", ".join(names))
+        return _capitalize(", ".join(display_form(n, self._lang) for n in names))
 
     # -- key terms ------------------------------------------------------------------------------
     def _key_terms(
@@ -864,7 +918,7 @@ class NotesBuilder:
     ) -> list[KeyTerm]:
         """The talk's terms: each close to some chapter's centroid and said in several sentences,
         diverse (MMR), with the time each is first said."""
-        phrases = candidate_phrases(texts, stop)
+        phrases = _merge_variants({k: p for k, p in candidate_phrases(texts, stop).items() if phrase_ok(k, self._lang)})
         if len(units) >= 30:
             phrases = {k: p for k, p in phrases.items() if p.count >= 2} or phrases
         if not phrases:
@@ -882,7 +936,8 @@ class NotesBuilder:
         out = []
         for i in picked:
             c = cands[i]
-            out.append(KeyTerm(c.text if _always_capitalized(c, texts) else c.key, _first_time(units[c.first_unit], c.key), spread(c.key)))
+            term = display_form(c.text if _always_capitalized(c, texts) else c.key, self._lang)
+            out.append(KeyTerm(term, _first_time(units[c.first_unit], c.variants), spread(c.key)))
         return sorted(out, key=lambda t: t.first)
 
     # -- abstractive (BART) ---------------------------------------------------------------------
@@ -922,9 +977,25 @@ def _always_capitalized(p: _Phrase, texts: Sequence[str]) -> bool:
     return bool(forms) and all(f[:1].isupper() for f in forms) and any(m.start() > 0 for t in texts for m in pat.finditer(t))
 
 
-def _first_time(unit: Unit, key: str) -> float:
-    """When ``key`` is said inside ``unit``: its start, moved by the phrase's character offset."""
-    pos = unit.text.lower().find(key)
+def _merge_variants(phrases: dict[str, _Phrase]) -> dict[str, _Phrase]:
+    """Phrases that differ only in their endings ("tax return"/"tax returns", "марсоход"/"марсохода")
+    as one: the most frequent form speaks for them, counts add up, the first time is the earliest."""
+    groups: dict[tuple[str, ...], list[_Phrase]] = {}
+    for p in phrases.values():
+        groups.setdefault(tuple(_stem(w) for w in p.key.split()), []).append(p)
+    out: dict[str, _Phrase] = {}
+    for members in groups.values():
+        best = max(members, key=lambda p: (p.count, -p.first_unit))
+        merged = _Phrase(best.text, best.key, sum(p.count for p in members), min(p.first_unit for p in members), [p.key for p in sorted(members, key=lambda p: p.first_unit)])
+        out[merged.key] = merged
+    return out
+
+
+def _first_time(unit: Unit, keys: Sequence[str]) -> float:
+    """When the first of ``keys`` found in ``unit`` is said: the unit's start, moved by the
+    phrase's character offset."""
+    low = unit.text.lower()
+    pos = min((i for i in (low.find(k) for k in keys) if i >= 0), default=-1)
     if pos <= 0 or not unit.text:
         return unit.start
     return unit.start + (unit.end - unit.start) * pos / len(unit.text)
