@@ -139,6 +139,7 @@ def test_units_carry_times_across_segments_and_unpunctuated_runs() -> None:
         ("Hello everyone, and welcome.", "en", "social", ""),
         ("Why does the crust turn dark in a hot oven?", "en", "question", ""),
         ("It works.", "en", "short", ""),
+        ("If it is done this way, the first non-" + "line-" * 30 + "line", "en", "repetitive", ""),
         ("Теперь поговорим о Марсе.", "ru", "transition", "Марсе"),
         ("Перейдём к налогам.", "ru", "transition", "налогам"),
         ("Спасибо за внимание.", "ru", "social", ""),

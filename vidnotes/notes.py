@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import re
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -301,7 +302,7 @@ def words(text: str) -> list[str]:
 class Role:
     """What a sentence is to the notes."""
 
-    kind: str  # content | transition | social | question | short
+    kind: str  # content | transition | social | question | repetitive | short
     cue: bool  # opens with a discourse cue: boundary evidence
     announced: str = ""  # the topic a transition names ("bridges"), else ""
 
@@ -311,13 +312,20 @@ class Role:
 
     def phrase_text(self, text: str) -> str:
         """The part of the sentence titles and key terms may come from."""
-        return self.announced if self.kind == "transition" else "" if self.kind == "social" else text
+        return self.announced if self.kind == "transition" else "" if self.kind in ("social", "repetitive") else text
+
+
+def repetitive(text: str, *, threshold: float = 2.4) -> bool:
+    """A run of repeated words ("line-line-line-..."), as speech recognizers write on noise or
+    when they loop: text that compresses more than ``threshold`` times (Whisper's own test)."""
+    raw = text.encode("utf-8")
+    return len(raw) >= 40 and len(raw) / len(zlib.compress(raw)) > threshold
 
 
 def classify(text: str, language: str, *, min_words: int = 6) -> Role:
     """content, or one of the kinds that never are: a transition ("Next, let us talk about
-    bridges.": a cue and at most five more words), a greeting or thanks, a question, a sentence of
-    fewer than ``min_words`` words."""
+    bridges.": a cue and at most five more words), a greeting or thanks, a question, a repetitive
+    run (:func:`repetitive`), a sentence of fewer than ``min_words`` words."""
     n = len(words(text))
     cue_re, social_re = _cue_re(language), _social_re(language)
     m = cue_re.match(text) if cue_re else None
@@ -333,6 +341,8 @@ def classify(text: str, language: str, *, min_words: int = 6) -> Role:
         return Role("social", cue)
     if text.rstrip().endswith(("?", "\uff1f")):
         return Role("question", cue)
+    if repetitive(text):
+        return Role("repetitive", cue)
     if n < min_words:
         return Role("short", cue)
     return Role("content", cue)
