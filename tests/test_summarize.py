@@ -22,12 +22,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from vidnotes.notes import NotesBuilder  # noqa: E402
+from vidnotes.notes import NotesBuilder, coverage_select  # noqa: E402
 from vidnotes.store import ModelStore, ModelStoreError  # noqa: E402
 from vidnotes.summarize import (  # noqa: E402
     BartSummarizer,
     MiniLMEmbedder,
-    coverage_select,
     load_notes_builder,
     normalize_ws,
     split_sentences,

@@ -8,8 +8,7 @@ Torch-free: numpy, onnxruntime, tokenizers and the standard library only. Models
   (honouring min/max length, forced BOS/EOS and ``no_repeat_ngram_size``). A transcript longer
   than the encoder's limit is split into sentence-aligned chunks, each chunk is summarized, and
   the joined partial summaries are summarized again until they fit (map-reduce).
-* :class:`MiniLMEmbedder`: all-MiniLM-L6-v2 sentence embeddings (mean pooled, unit length);
-  :func:`coverage_select` picks central yet diverse rows of them.
+* :class:`MiniLMEmbedder`: all-MiniLM-L6-v2 sentence embeddings (mean pooled, unit length).
 * :func:`load_notes_builder`: a :class:`~vidnotes.notes.NotesBuilder` over what the store has.
 """
 
@@ -398,34 +397,6 @@ class MiniLMEmbedder:
             start = end
         assert out is not None
         return out
-
-
-def coverage_select(emb: np.ndarray, k: int, *, candidates: Sequence[int] | None = None) -> list[int]:
-    """Greedy facility-location selection of ``k`` rows of unit embeddings ``emb``.
-
-    Each pick maximizes how much better the chosen set represents the whole document:
-    ``sum_i max(0, sim(i, c) - best_i)``, where ``best_i`` is row i's similarity to its closest
-    pick so far. The first pick is therefore the sentence most central to the document
-    (highest similarity to the centroid); later ones favour parts of the talk that are not yet
-    covered, so a second sentence on an already covered topic gains little (diversity, like MMR,
-    without MMR's bias towards the largest topic). Only ``candidates`` (default: all) may be
-    picked, but every row counts for coverage. Returns indices in selection (importance) order.
-    """
-    n = emb.shape[0]
-    pool = np.zeros(n, dtype=bool)
-    pool[list(range(n)) if candidates is None else list(candidates)] = True
-    k = min(k, int(pool.sum()))
-    sims = np.clip(emb @ emb.T, 0.0, None)
-    best = np.zeros(n, dtype=sims.dtype)
-    chosen: list[int] = []
-    for _ in range(k):
-        gain = np.maximum(sims - best[:, None], 0.0).sum(axis=0)
-        gain[~pool] = -np.inf
-        c = int(np.argmax(gain))
-        chosen.append(c)
-        pool[c] = False
-        best = np.maximum(best, sims[:, c])
-    return chosen
 
 
 # ---------------------------------------------------------------------------------------------

@@ -80,6 +80,7 @@ class WindowOptions:
     max_seconds: float = 30.0
     join_gap_s: float = 2.0
     margin_s: float = 0.4
+    widest_pause: bool = True
 
 
 @dataclass(frozen=True, eq=False)
@@ -334,7 +335,7 @@ def plan_windows(n_samples: int, regions: Sequence[Window], probs: np.ndarray | 
                 continue
             # full: close it at the widest pause in the second half of its span, if wider than this one
             half = g[0].start + span // 2
-            gaps = [(g[k + 1].start - g[k].end, k) for k in range(len(g) - 1) if g[k].end >= half]
+            gaps = [(g[k + 1].start - g[k].end, k) for k in range(len(g) - 1) if g[k].end >= half] if opts.widest_pause else []
             if gaps:
                 width, k = max(gaps)
                 if width > p.start - g[-1].end:
