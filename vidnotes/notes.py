@@ -663,8 +663,13 @@ def phrase_ok(key: str, language: str) -> bool:
     morph = _morph(language)
     if morph is None:
         return True
-    tags = [morph.parse(w)[0].tag.POS for w in key.split()]
+    tags = [_parse(morph, w).tag.POS for w in key.split()]
     return any(t in _NOUNISH for t in tags) and not any(t in _NOT_IN_TERMS for t in tags)
+
+
+@lru_cache(maxsize=65536)
+def _parse(morph: Any, word: str) -> Any:
+    return morph.parse(word)[0]
 
 
 def display_form(text: str, language: str) -> str:
@@ -679,7 +684,7 @@ def display_form(text: str, language: str) -> str:
         if head_done:
             out.append(w)
             continue
-        p = morph.parse(w)[0]
+        p = _parse(morph, w)
         form = p.inflect({"nomn"})
         new = form.word if form is not None else w
         if w[:1].isupper():

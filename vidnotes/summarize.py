@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from vidnotes.notes import NotesBuilder
 
 SUMMARIZER_ENV = "VIDNOTES_SUMMARIZER"
+NOTES_MAX_TOKENS = 128
 MAX_REDUCE_ROUNDS = 4
 
 _WS = re.compile(r"\s+")
@@ -352,13 +353,14 @@ class MiniLMEmbedder:
         tokenizer.enable_truncation(max_length=max_seq_length)
 
     @classmethod
-    def from_dir(cls, model_dir: Path, manifest: dict[str, Any], *, threads: int | None = None) -> MiniLMEmbedder:
+    def from_dir(cls, model_dir: Path, manifest: dict[str, Any], *, threads: int | None = None, max_seq_length: int | None = None) -> MiniLMEmbedder:
+        """``max_seq_length``: cut texts to this many tokens (default: the manifest's, 256)."""
         model_dir = Path(model_dir)
         onnx = manifest.get("onnx", {})
         return cls(
             make_session(model_dir / onnx.get("model", "model.onnx"), threads=threads),
             Tokenizer.from_file(str(model_dir / onnx.get("tokenizer", "tokenizer.json"))),
-            max_seq_length=int(manifest.get("max_seq_length", 256)),
+            max_seq_length=max_seq_length or int(manifest.get("max_seq_length", 256)),
         )
 
     def _embed_ids(self, seqs: list[list[int]]) -> np.ndarray:
@@ -421,5 +423,9 @@ def load_notes_builder(store: ModelStore, *, threads: int | None = None) -> Note
     embedder, label = None, ""
     if store.current("minilm"):
         model_dir, manifest = store.fetch("minilm")
-        embedder, label = MiniLMEmbedder.from_dir(model_dir, manifest, threads=threads), _model_label(manifest, "minilm")
+        # 128 tokens, the length all-MiniLM-L6-v2 was trained on: a longer unit (a run without
+        # punctuation, or a non-Latin script the English vocabulary cuts into pieces) costs
+        # quadratically more and says little more about its topic
+        embedder = MiniLMEmbedder.from_dir(model_dir, manifest, threads=threads, max_seq_length=NOTES_MAX_TOKENS)
+        label = _model_label(manifest, "minilm")
     return NotesBuilder(embedder=embedder, abstractive=bart, embedder_model=label)
