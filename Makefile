@@ -15,7 +15,7 @@ export VIDNOTES_PROFILE := $(PROFILE)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup system-deps venv models test bench bench-fanout demo lint clean up down stack-status airflow airflow-down airflow-status train images
+.PHONY: help setup system-deps venv models test bench bench-fanout bench-chapters bench-notes demo lint clean up down stack-status airflow airflow-down airflow-status train images
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -79,6 +79,14 @@ airflow-status:  ## Airflow's processes and health
 
 bench-fanout: models  ## 20 min of real speech through the stack: transcribe fanned out vs one invocation
 	VIDNOTES_MODELS_DIR=$(abspath $(STORE)) $(BIN)/python bench/bench_fanout.py
+
+bench-chapters: models  ## chapter boundaries: vidnotes vs TextTiling on synthetic, real and ru/fr/es talks
+	@scripts/system-deps.sh bench
+	VIDNOTES_MODEL_STORE=$(abspath $(STORE)) $(BIN)/python bench/bench_chapters.py
+
+bench-notes: models  ## notes of 3-, 10- and 60-minute talks: summarize/render time, PDF pages in docs/notes-pages
+	@scripts/system-deps.sh bench
+	VIDNOTES_MODEL_STORE=$(abspath $(STORE)) $(BIN)/python bench/bench_notes.py --pages docs/notes-pages
 
 train: models  ## fine-tune Whisper through the train_and_redeploy DAG on the local stack, redeploy, keep the new version (STEPS=N)
 	mkdir -p build/train

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Debian packages vidnotes needs: ffmpeg (decoding), espeak-ng + sox (sample speech),
 # poppler-utils (pdftotext in tests), and the Asterisk prompts (real speech with transcripts).
+# `system-deps.sh bench` adds the text sources of bench/bench_chapters.py: prose documents
+# (debian-handbook, python3.11-doc, manpages-ru) and the ru/fr/es Asterisk prompt texts.
 set -euo pipefail
 PKGS=(ffmpeg espeak-ng sox poppler-utils asterisk-core-sounds-en asterisk-core-sounds-en-g722)
+if [ "${1:-}" = "bench" ]; then
+  PKGS+=(debian-handbook python3.11-doc manpages-ru asterisk-core-sounds-ru asterisk-core-sounds-fr asterisk-core-sounds-es)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

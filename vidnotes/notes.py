@@ -1053,7 +1053,3 @@ def paragraphs(units: Sequence[Unit], *, target_words: int = 80, min_words: int 
     return out
 
 
-
-def build_notes(transcript: Transcript, embedder: Embedder | None = None, abstractive: Abstractive | None = None) -> Notes:
-    """Notes of ``transcript`` (see :class:`NotesBuilder`)."""
-    return NotesBuilder(embedder=embedder, abstractive=abstractive).build(transcript)
