@@ -405,6 +405,9 @@ class CachedEmbedder:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack([self.vectors[t] for t in texts])
 
+    def __getattr__(self, name: str):  # noqa: ANN204 (pieces_per_word and the like: the embedder's own)
+        return getattr(self.embedder, name)
+
     def save(self) -> None:
         import numpy as np
 

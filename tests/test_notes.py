@@ -225,6 +225,7 @@ def test_russian_talk_gets_russian_notes(builder: NotesBuilder) -> None:
     tr = as_transcript(RU_TALK, "ru")
     notes = builder.build(tr)
     assert notes.language == "ru" and len(notes.chapters) == 3
+    assert notes.model == ""  # MiniLM's English vocabulary cuts Russian into 5+ pieces a word: lexical features only
     assert [c.start for c in notes.chapters[1:]] == [start_of(tr, "Теперь поговорим о Марсе."), start_of(tr, "Перейдём к налогам.")]
     # titles in the dictionary form (pymorphy3): the announced "о Марсе", "к налогам" become Марс, Налоги
     assert [c.title for c in notes.chapters][1:] == ["Марс", "Налоги"]
@@ -292,3 +293,14 @@ def test_outputs_pdf_markdown_vtt(builder: NotesBuilder, tmp_path) -> None:
     data = notes.to_dict()
     assert data["schema"] == SCHEMA and {"summary", "chapters", "key_terms"} <= set(data)
     assert {"start", "end", "title", "key_points"} <= set(data["chapters"][0])
+
+
+def test_russian_dictionary_forms() -> None:
+    from vidnotes.notes import display_form, phrase_ok, variant_key
+
+    assert display_form("налоговой декларации", "ru") == "налоговая декларация"
+    assert display_form("огромных страниц", "ru") == "огромные страницы"
+    assert display_form("Марсе", "ru") == "Марс" and display_form("возврат налога", "ru") == "возврат налога"
+    assert display_form("bridges", "en") == "bridges"  # English stays as said
+    assert phrase_ok("налоговая декларация", "ru") and not phrase_ok("подкармливают накануне", "ru")
+    assert variant_key("файлы", "ru") == variant_key("файлов", "ru") and variant_key("tax returns", "en") == variant_key("tax return", "en")

@@ -51,6 +51,7 @@ MIN_CHAPTER_SECONDS = 10.0
 MIN_CHAPTER_UNITS = 2
 MAX_CHAPTER_SECONDS = 12 * 60.0
 MAX_SUMMARY_SENTENCES = 10
+MAX_PIECES_PER_WORD = 3.0
 
 
 class Embedder(Protocol):
@@ -673,25 +674,42 @@ def _parse(morph: Any, word: str) -> Any:
 
 
 def display_form(text: str, language: str) -> str:
-    """A phrase in its dictionary form where the language has one: in Russian the words up to
-    the first noun go to the nominative ("налоговой декларации" -> "налоговая декларация",
-    "налогам" -> "налоги"); words after it keep their case ("возврат налога")."""
+    """A phrase in its dictionary form where the language has one. In Russian the head (the first
+    noun) goes to the nominative, keeping its number, and the adjectives before it agree with it
+    ("налоговой декларации" -> "налоговая декларация", "огромных страниц" -> "огромные страницы");
+    words after the head keep their case ("возврат налога")."""
     morph = _morph(language)
     if morph is None:
         return text
-    out, head_done = [], False
-    for w in text.split():
-        if head_done:
-            out.append(w)
-            continue
-        p = _parse(morph, w)
-        form = p.inflect({"nomn"})
+    ws = text.split()
+    parses = [_parse(morph, w) for w in ws]
+    head = next((i for i, p in enumerate(parses) if p.tag.POS == "NOUN"), None)
+    if head is None:
+        return text
+    noun = parses[head].inflect({"nomn"}) or parses[head]
+    agree = {"nomn", noun.tag.number} if noun.tag.number else {"nomn"}
+    if noun.tag.number == "sing" and noun.tag.gender:
+        agree.add(noun.tag.gender)
+    out = []
+    for i, (w, p) in enumerate(zip(ws, parses)):
+        if i < head:
+            form = p.inflect(agree) or p.inflect({"nomn"})
+        elif i == head:
+            form = noun
+        else:
+            form = None
         new = form.word if form is not None else w
-        if w[:1].isupper():
-            new = new[:1].upper() + new[1:]
-        out.append(new)
-        head_done = p.tag.POS == "NOUN"
+        out.append(new[:1].upper() + new[1:] if w[:1].isupper() else new)
     return " ".join(out)
+
+
+def variant_key(key: str, language: str) -> tuple[str, ...]:
+    """What makes two phrases the same term: their words' lemmas in Russian (pymorphy3), their
+    6-letter prefixes elsewhere."""
+    morph = _morph(language)
+    if morph is None:
+        return tuple(_stem(w) for w in key.split())
+    return tuple(_parse(morph, w).normal_form for w in key.split())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -797,18 +815,27 @@ class NotesBuilder:
     params: SegmentParams = field(default_factory=SegmentParams)
     _cache: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
     _lang: str = field(default="en", init=False, repr=False)
+    _use_embedder: bool = field(default=True, init=False, repr=False)
 
     @property
     def model(self) -> str:
-        parts = [self.embedder_model] if self.embedder is not None and self.embedder_model else []
+        parts = [self.embedder_model] if self.embedder is not None and self._use_embedder and self.embedder_model else []
         if self.abstractive is not None:
             parts.append(self.abstractive.model)
         return ", ".join(parts)
 
+    def _covers(self, texts: Sequence[str]) -> bool:
+        """Whether the embedder's vocabulary covers the talk's language: at most
+        ``MAX_PIECES_PER_WORD`` word pieces a word on a sample (all-MiniLM-L6-v2's English
+        vocabulary: English 1.3, French 2.0, Spanish 2.1, Russian 5.5). Where it does not, its
+        vectors say little and cost a lot: the notes use the lexical features alone."""
+        count = getattr(self.embedder, "pieces_per_word", None)
+        return count is None or count(texts[:200]) <= MAX_PIECES_PER_WORD
+
     def _embed(self, texts: Sequence[str]) -> np.ndarray | None:
         """Unit-length embeddings; phrases are cached for the build (titles and key terms share
         candidates)."""
-        if self.embedder is None or not texts:
+        if self.embedder is None or not self._use_embedder or not texts:
             return None
         cache = self._cache
         todo = list(dict.fromkeys(t for t in texts if t not in cache))
@@ -822,11 +849,14 @@ class NotesBuilder:
         lang = self._lang = base_language(transcript.language)
         stop = stop_words(lang)
         units = transcript_units(transcript)
+        self._use_embedder = self.embedder is not None
         base = dict(language=lang, duration=transcript.duration, speech_model=transcript.model, model=self.model)
         if not units:
             return Notes(summary=[], chapters=[], key_terms=[], summarizer="extractive", message="empty", **base)
         texts = [u.text for u in units]
         roles = [classify(t, lang) for t in texts]
+        self._use_embedder = self.embedder is not None and self._covers(texts)
+        base["model"] = self.model
         emb = self._embed(texts)
         lex = lexical_vectors(texts, stop)
         feats = emb if emb is not None else lex
@@ -905,8 +935,9 @@ class NotesBuilder:
         taken: list[set[str]],
         stop: frozenset[str],
     ) -> str:
-        """One or two key phrases of the chapter: close to its centroid, far from the other
-        chapters', said in several of its sentences; a topic the speaker announced first."""
+        """The topic the speaker announced for the chapter ("let us talk about bridges"), else one
+        or two key phrases of it: close to its centroid, far from the other chapters', said in
+        several of its sentences."""
         a, b = bounds[ci]
         phrases = dict(chapter_phrases[ci])
         announced = ""
@@ -919,25 +950,25 @@ class NotesBuilder:
                     low = low[:-1]
                 announced = " ".join(low)
                 break
-        if announced and announced not in phrases:
-            phrases[announced] = _Phrase(announced, announced, 1, a)
+        if announced and len(announced.split()) <= 4 and phrase_ok(announced, self._lang):
+            # the speaker named the chapter's topic: that is its title
+            text = next((p.text for p in phrases.values() if p.key == announced), announced)
+            taken.append({_stem(w) for w in announced.split()})
+            return _capitalize(display_form(text, self._lang))
         if not phrases:
             return str(ci + 1)
         n_ch = len(bounds)
         prior = {k: _phrase_prior(p, spread(k, a, b)) * (1.0 + math.log(n_ch / max(1, sum(k in cp for cp in chapter_phrases)))) for k, p in phrases.items()}
         cands = sorted(phrases.values(), key=lambda p: prior[p.key], reverse=True)[:24]
-        if announced and all(c.key != announced for c in cands):
-            cands.append(phrases[announced])
         emb = self._embed([c.text for c in cands])
-        boost = np.array([0.3 if announced and c.key == announced else 0.0 for c in cands])
         pri = np.array([prior[c.key] for c in cands])
         if emb is not None and centroids is not None:
             own = emb @ centroids[ci]
             others = np.delete(centroids, ci, axis=0)
             other = (emb @ others.T).max(axis=1) if len(others) else np.zeros(len(cands))
-            rel = own - 0.5 * np.clip(other, 0, None) + 0.1 * pri + boost
+            rel = own - 0.5 * np.clip(other, 0, None) + 0.1 * pri
         else:
-            rel = pri / max(1e-9, float(pri.max())) + boost
+            rel = pri / max(1e-9, float(pri.max()))
             emb = np.zeros((0, 0))
         picked = _mmr(emb, rel, 2, diversity=0.6, exclude=taken, keys=[c.key for c in cands]) or [int(np.argmax(rel))]
         names = [cands[picked[0]].text]
@@ -953,7 +984,7 @@ class NotesBuilder:
     ) -> list[KeyTerm]:
         """The talk's terms: each close to some chapter's centroid and said in several sentences,
         diverse (MMR), with the time each is first said."""
-        phrases = _merge_variants({k: p for k, p in candidate_phrases(texts, stop).items() if phrase_ok(k, self._lang)})
+        phrases = _merge_variants({k: p for k, p in candidate_phrases(texts, stop).items() if phrase_ok(k, self._lang)}, self._lang)
         if len(units) >= 30:
             phrases = {k: p for k, p in phrases.items() if p.count >= 2} or phrases
         if not phrases:
@@ -1012,12 +1043,12 @@ def _always_capitalized(p: _Phrase, texts: Sequence[str]) -> bool:
     return bool(forms) and all(f[:1].isupper() for f in forms) and any(m.start() > 0 for t in texts for m in pat.finditer(t))
 
 
-def _merge_variants(phrases: dict[str, _Phrase]) -> dict[str, _Phrase]:
+def _merge_variants(phrases: dict[str, _Phrase], language: str) -> dict[str, _Phrase]:
     """Phrases that differ only in their endings ("tax return"/"tax returns", "марсоход"/"марсохода")
     as one: the most frequent form speaks for them, counts add up, the first time is the earliest."""
     groups: dict[tuple[str, ...], list[_Phrase]] = {}
     for p in phrases.values():
-        groups.setdefault(tuple(_stem(w) for w in p.key.split()), []).append(p)
+        groups.setdefault(variant_key(p.key, language), []).append(p)
     out: dict[str, _Phrase] = {}
     for members in groups.values():
         best = max(members, key=lambda p: (p.count, -p.first_unit))

@@ -376,6 +376,14 @@ class MiniLMEmbedder:
         pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
         return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
 
+    def pieces_per_word(self, texts: Sequence[str]) -> float:
+        """Word pieces per whitespace word over ``texts`` (special tokens aside): how well the
+        vocabulary covers their language."""
+        n_words = sum(len(t.split()) for t in texts)
+        if not n_words:
+            return 1.0
+        return sum(max(0, len(e.ids) - 2) for e in self.tokenizer.encode_batch(list(texts))) / n_words
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """``(len(texts), dim)`` float32, unit rows. Texts are sorted by token count and batched
         up to ``batch_tokens`` padded tokens, so one long text does not pad a whole batch."""
