@@ -40,7 +40,10 @@ $(STORE)/whisper/CURRENT:
 $(STORE)/minilm/CURRENT:
 	$(BIN)/vidnotes --store $(STORE) models build --minilm --work-dir $(WORK)
 
-models: setup $(STORE)/whisper/CURRENT $(STORE)/minilm/CURRENT  ## build the model store offline (BART=dir|hub-id adds a BART)
+$(STORE)/vad/CURRENT:
+	$(BIN)/vidnotes --store $(STORE) models build --vad --work-dir $(WORK)
+
+models: setup $(STORE)/whisper/CURRENT $(STORE)/minilm/CURRENT $(STORE)/vad/CURRENT  ## build the model store offline (BART=dir|hub-id adds a BART)
 ifneq ($(BART),)
 	$(BIN)/vidnotes --store $(STORE) models build --bart $(BART) --work-dir $(WORK)
 endif
@@ -79,6 +82,9 @@ airflow-status:  ## Airflow's processes and health
 
 bench-fanout: models  ## 20 min of real speech through the stack: transcribe fanned out vs one invocation
 	VIDNOTES_MODELS_DIR=$(abspath $(STORE)) $(BIN)/python bench/bench_fanout.py
+
+bench-noise: models  ## invented words on noise, speech kept: vidnotes with and without the VAD vs faster-whisper -> bench/results/noise.md
+	VIDNOTES_MODEL_STORE=$(abspath $(STORE)) $(BIN)/python bench/bench_noise.py
 
 bench-chapters: models  ## chapter boundaries: vidnotes vs TextTiling on synthetic, real and ru/fr/es talks
 	@scripts/system-deps.sh bench

@@ -16,6 +16,7 @@ INFERENCE_MODULES = [
     "vidnotes.report",
     "vidnotes.tokenizer",
     "vidnotes.types",
+    "vidnotes.vad",
     "vidnotes.cli",
 ]
 

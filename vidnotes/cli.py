@@ -49,10 +49,15 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     store = _store(args)
     model_dir, manifest = store.fetch("whisper", args.model_version)
     t0 = time.perf_counter()
-    model = WhisperOnnx(model_dir, name=f"whisper/{manifest['version']}", threads=args.threads)
+    vad = None
+    if not args.no_vad:
+        from vidnotes.vad import SileroVad
+
+        vad = SileroVad.from_store(store)
+    model = WhisperOnnx(model_dir, name=f"whisper/{manifest['version']}", threads=args.threads, vad=vad)
     load_s = time.perf_counter() - t0
     audio = decode_audio(args.file, input_format=args.input_format)
-    opts = TranscriptionOptions(batch_size=args.batch_size, language=args.language)
+    opts = TranscriptionOptions(batch_size=args.batch_size, language=args.language, vad=not args.no_vad)
     t1 = time.perf_counter()
     transcript = model.transcribe(audio, opts, progress=_progress("transcribing", args.quiet))
     took = time.perf_counter() - t1
@@ -272,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: $VIDNOTES_THREADS or all cores)")
     t.add_argument("--language", default="en", help="language for multilingual models (default: %(default)s)")
     t.add_argument("--input-format", help="force ffmpeg's input format for headerless files, e.g. g722")
+    t.add_argument("--no-vad", action="store_true", help="no voice activity detection: decode every window that is not digitally silent (the path before Silero VAD)")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     t.set_defaults(func=cmd_transcribe)
 

@@ -58,6 +58,9 @@ class ExtractResult(_Payload):
     chunks: int
     batches: list[list[int]]  # chunk indexes per transcribe invocation
     duplicate: bool = False  # this content was already extracted: nothing was redone
+    # seconds the voice activity detector found speech / no speech in (None: extracted without it)
+    speech_seconds: float | None = None
+    non_speech_seconds: float | None = None
 
 
 class TranscribeRequest(_Payload):

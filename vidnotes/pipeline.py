@@ -26,6 +26,7 @@ def run_local(video: Path, out_dir: Path, *, store: ModelStore, say: Say = _stde
     """Notes for ``video``; returns the PDF's path. Raises :class:`~vidnotes.stages.StageFailed`."""
     from vidnotes.asr import WhisperOnnx
     from vidnotes.summarize import load_notes_builder
+    from vidnotes.vad import SileroVad
 
     video = Path(video).resolve()
     limits = limits or stages.Limits.from_env()
@@ -33,13 +34,17 @@ def run_local(video: Path, out_dir: Path, *, store: ModelStore, say: Say = _stde
     results = LocalStorage(out_dir, bucket="local")
     t0 = time.perf_counter()
     req = jobs.ExtractRequest(bucket="local", key=video.name)
-    ext = stages.run_stage("extract_audio", results, None, lambda w: stages.extract_audio(req, source=source, results=results, limits=limits, work=w))
-    say(f"[1/4] extract_audio: {ext.duration:.1f} s of audio in {ext.chunks} chunks, job {ext.job_id}" + (" (seen before)" if ext.duplicate else ""))
+    vad = SileroVad.from_store(store)
+    ext = stages.run_stage(
+        "extract_audio", results, None, lambda w: stages.extract_audio(req, source=source, results=results, limits=limits, work=w, vad=vad)
+    )
+    speech = f", {ext.speech_seconds:.1f} s of it speech" if ext.speech_seconds is not None else ""
+    say(f"[1/4] extract_audio: {ext.duration:.1f} s of audio{speech} in {ext.chunks} chunks, job {ext.job_id}" + (" (seen before)" if ext.duplicate else ""))
     model_dir, manifest = store.fetch("whisper")
-    model = WhisperOnnx(model_dir, name=f"whisper/{manifest['version']}")
+    model = WhisperOnnx(model_dir, name=f"whisper/{manifest['version']}", vad=vad)
     for i, batch in enumerate(ext.batches, start=1):
         treq = jobs.TranscribeRequest(job_id=ext.job_id, chunks=batch)
-        stages.run_stage("transcribe", results, ext.job_id, lambda w: stages.transcribe(treq, results=results, model=model, work=w))
+        stages.run_stage("transcribe", results, ext.job_id, lambda w: stages.transcribe(treq, results=results, model=model, work=w, vad=vad))
         say(f"[2/4] transcribe: batch {i}/{len(ext.batches)} ({len(batch)} chunks)")
     jreq = jobs.JobRequest(job_id=ext.job_id)
     builder = load_notes_builder(store)

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vidnotes import jobs
 from vidnotes.audio import split_at_silences
@@ -24,6 +24,9 @@ from vidnotes.media import InputError, load_speech, probe, read_wav, write_wav
 from vidnotes.storage import Forbidden, NotFound, Storage
 from vidnotes.store import sha256_file
 from vidnotes.types import Segment, Transcript
+
+if TYPE_CHECKING:
+    from vidnotes.vad import SileroVad, SpeechMap
 
 CONTENT_TYPES = {
     "json": "application/json",
@@ -58,9 +61,16 @@ def job_id_for(sha256: str) -> str:
 
 # -- 1. extract_audio -------------------------------------------------------------------------
 def extract_audio(
-    req: jobs.ExtractRequest, *, source: Storage, results: Storage, limits: Limits, work: Path
+    req: jobs.ExtractRequest, *, source: Storage, results: Storage, limits: Limits, work: Path, vad: SileroVad | None = None
 ) -> jobs.ExtractResult:
-    """Probe the upload, decode it to 16 kHz mono, cut it at silences into <= 30 s chunks."""
+    """Probe the upload, decode it to 16 kHz mono, cut it into <= 30 s chunks.
+
+    With ``vad`` (what the function and ``vidnotes run`` use) the chunks are cut at the pauses
+    between speech regions (:meth:`~vidnotes.vad.SpeechMap.windows`), each chunk in
+    ``chunks.json`` lists its speech regions (``speech``: ``[[start, end], ...]`` in seconds of
+    the whole audio; transcribe decodes only chunks with speech), and ``source.json`` and the
+    result give the speech and non-speech seconds. Without one, chunks are cut at the quietest
+    moments and carry no speech regions."""
     try:
         size = source.size(req.key)
     except NotFound as e:
@@ -98,19 +108,33 @@ def extract_audio(
         e.input = input_info  # type: ignore[attr-defined]
         raise
     jobs.write_status(results, job.job_id, "running", stage="extract_audio", input=input_info)
-    windows = split_at_silences(audio, max_seconds=limits.chunk_seconds)
+    speech: SpeechMap | None = None
+    if vad is not None:
+        from vidnotes.vad import WindowOptions
+
+        speech = vad.speech(audio)
+        windows = speech.windows(WindowOptions(max_seconds=limits.chunk_seconds))
+    else:
+        windows = split_at_silences(audio, max_seconds=limits.chunk_seconds)
     chunks: list[dict[str, Any]] = []
     for i, w in enumerate(windows):
         path = work / f"chunk-{i:05d}.wav"
         write_wav(path, audio[w.start : w.end])
         results.upload(path, job.chunk(i), content_type="audio/wav")
         path.unlink()
-        chunks.append({"index": i, "key": job.chunk(i), "start": w.start / 16000, "end": w.end / 16000})
-    jobs.put_json(
-        results,
-        job.source,
-        {"input": input_info, "duration": len(audio) / 16000, "media": asdict(info)},
-    )
+        chunk: dict[str, Any] = {"index": i, "key": job.chunk(i), "start": w.start / 16000, "end": w.end / 16000}
+        if speech is not None:
+            chunk["speech"] = [[r.start / 16000, r.end / 16000] for r in speech.within(w.start, w.end)]
+        chunks.append(chunk)
+    src: dict[str, Any] = {"input": input_info, "duration": len(audio) / 16000, "media": asdict(info)}
+    if speech is not None:
+        src.update(
+            speech_seconds=round(speech.speech_seconds, 3),
+            non_speech_seconds=round(speech.non_speech_seconds, 3),
+            speech_regions=len(speech.regions),
+            vad=speech.model,
+        )
+    jobs.put_json(results, job.source, src)
     jobs.put_json(results, job.chunks, chunks)  # written last: its presence means extraction finished
     return _extract_result(job, results, chunks, limits, duplicate=False)
 
@@ -122,22 +146,33 @@ def read_chunks(results: Storage, job: Layout) -> list[dict[str, Any]]:
 def _extract_result(job: Layout, results: Storage, chunks: list[dict[str, Any]], limits: Limits, *, duplicate: bool) -> jobs.ExtractResult:
     n = len(chunks)
     step = max(1, min(limits.chunks_per_batch, jobs.MAX_CHUNKS_PER_BATCH))
+    duration = round(chunks[-1]["end"] if chunks else 0.0, 3)
+    speech = None
+    if chunks and all("speech" in c for c in chunks):  # extracted with the VAD
+        speech = round(sum(b - a for c in chunks for a, b in c["speech"]), 3)
     return jobs.ExtractResult(
         job_id=job.job_id,
         results_bucket=results.bucket,
         prefix=job.prefix,
-        duration=round(chunks[-1]["end"] if chunks else 0.0, 3),
+        duration=duration,
         chunks=n,
         batches=[list(range(i, min(i + step, n))) for i in range(0, n, step)],
         duplicate=duplicate,
+        speech_seconds=speech,
+        non_speech_seconds=None if speech is None else round(max(0.0, duration - speech), 3),
     )
 
 
 # -- 2. transcribe ----------------------------------------------------------------------------
-def transcribe(req: jobs.TranscribeRequest, *, results: Storage, model: Any, work: Path) -> jobs.TranscribeResult:
-    """Transcribe a batch of chunks (decoded together) into timed segments of the whole audio."""
+def transcribe(req: jobs.TranscribeRequest, *, results: Storage, model: Any, work: Path, vad: SileroVad | None = None) -> jobs.TranscribeResult:
+    """Transcribe a batch of chunks (decoded together) into timed segments of the whole audio.
+
+    The speech regions come from ``chunks.json`` (found by extract_audio's VAD): a chunk without
+    speech is not even downloaded, and ``model`` decodes only speech. For a job extracted without
+    them, ``vad`` (else the model's own detector, if any) finds them in the batch's audio."""
     from vidnotes.asr import TranscriptionOptions
     from vidnotes.audio import SAMPLE_RATE, Window
+    from vidnotes.vad import SpeechMap
 
     job = Layout(req.job_id)
     try:
@@ -147,20 +182,34 @@ def transcribe(req: jobs.TranscribeRequest, *, results: Storage, model: Any, wor
     missing = [i for i in req.chunks if i not in table]
     if missing:
         raise InputError("bad_chunks", f"job {req.job_id} has no chunks {missing[:10]} (it has {len(table)})")
-    audio_parts, windows, pos = [], [], 0
-    for i in sorted(set(req.chunks)):
+    wanted = sorted(set(req.chunks))
+    known = all("speech" in table[i] for i in wanted)
+    use = [i for i in wanted if table[i]["speech"]] if known else wanted
+    audio_parts, windows, regions, pos = [], [], [], 0
+    for i in use:
         path = results.download(table[i]["key"], work / f"{i:05d}.wav")
         part = read_wav(path)
         audio_parts.append(part)
         windows.append(Window(pos, pos + len(part)))
+        if known:  # chunk regions, in seconds of the whole audio, into the batch's samples
+            t0 = round(table[i]["start"] * SAMPLE_RATE)
+            regions += [
+                Window(max(pos, pos + round(a * SAMPLE_RATE) - t0), min(pos + len(part), pos + round(b * SAMPLE_RATE) - t0))
+                for a, b in table[i]["speech"]
+            ]
         pos += len(part)
     import numpy as np
 
     audio = np.concatenate(audio_parts) if audio_parts else np.zeros(0, dtype=np.float32)
+    speech = None
+    if known:
+        speech = SpeechMap(tuple(r for r in regions if r.end > r.start), len(audio))
+    elif vad is not None:
+        speech = vad.speech(audio)
     segments: list[dict[str, Any]] = []
-    starts = {w.start: table[i]["start"] for w, i in zip(windows, sorted(set(req.chunks)))}
+    starts = {w.start: table[i]["start"] for w, i in zip(windows, use)}
     bounds = sorted(starts)
-    for seg in model.segments(audio, TranscriptionOptions(), windows=windows):  # 8 windows per ONNX batch
+    for seg in model.segments(audio, TranscriptionOptions(), windows=windows, speech=speech):  # 8 windows per ONNX batch
         # map from the concatenated batch back to the time in the original audio
         w0 = max(b for b in bounds if b <= seg.start * SAMPLE_RATE + 1e-6)
         shift = starts[w0] - w0 / SAMPLE_RATE
@@ -177,17 +226,21 @@ def merge_segments(results: Storage, job: Layout) -> Transcript:
     covered: set[int] = set()
     segments: list[Segment] = []
     models: set[str] = set()
+    languages: list[str] = []
     for key in results.list(job.key("segments/")):
         part = jobs.read_json(results, key)
         covered.update(part["chunks"])
         models.add(part["model"])
+        languages.append(str(part.get("language") or "en"))
         segments += [Segment(float(s["start"]), float(s["end"]), str(s["text"])) for s in part["segments"]]
     missing = sorted({c["index"] for c in chunks} - covered)
     if missing:
         raise InputError("incomplete", f"job {job.job_id}: chunks {missing[:10]} are not transcribed yet")
     segments.sort(key=lambda s: (s.start, s.end))
     duration = chunks[-1]["end"] if chunks else 0.0
-    return Transcript(segments=segments, duration=duration, model=", ".join(sorted(models)))
+    # the language most batches were transcribed in (a segment file without one is English)
+    language = max(set(languages), key=languages.count) if languages else "en"
+    return Transcript(segments=segments, duration=duration, language=language, model=", ".join(sorted(models)))
 
 
 def summarize(req: jobs.JobRequest, *, results: Storage, builder: Any) -> jobs.SummarizeResult:
