@@ -2,7 +2,7 @@
 
 The talks are real prose (the Debian Administrator's Handbook and the Python documentation, as in
 bench/chapters_data.py): the 3-minute one from one document, the others from 4 and 15 documents of
-distinct topics, as transcripts with synthetic times (0.4 s a word, 0.5 s between sentences). Each
+distinct topics, and a 60-minute Russian one (the handbook's Russian translation, manpages-ru), as transcripts with synthetic times (0.4 s a word, 0.5 s between sentences). Each
 goes through the summarize stage exactly as the Lambda function runs it (vidnotes.stages.summarize
 on a job prefix: merge the segment files, write the transcript in four formats, build notes.json),
 with the model store's MiniLM loaded once beforehand (a warm function) and, separately, including
@@ -33,15 +33,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 RESULTS = REPO / "bench" / "results"
-TALKS = {"3min": (1, 180.0), "10min": (4, 600.0), "60min": (15, 3600.0)}  # documents, seconds
+TALKS = {"3min": (1, 180.0, "en"), "10min": (4, 600.0, "en"), "60min": (15, 3600.0, "en"), "60min-ru": (15, 3600.0, "ru")}  # documents, seconds, language
 
 
-def make_transcript(n_docs: int, seconds: float, seed: int = 7) -> dict:
+def make_transcript(n_docs: int, seconds: float, lang: str = "en", seed: int = 7) -> dict:
     """Sentences of ``n_docs`` documents of distinct groups, in turn, until the talk lasts ``seconds``."""
     import chapters_data as cd
 
     rng = random.Random(seed)
-    docs = [d for d in cd.english_docs() if len(d.sentences) >= 25]
+    docs = [d for d in (cd.english_docs() if lang == "en" else cd.prose_docs(lang)) if len(d.sentences) >= 25]
     rng.shuffle(docs)
     picked, groups = [], set()
     for d in docs:
@@ -60,7 +60,7 @@ def make_transcript(n_docs: int, seconds: float, seed: int = 7) -> dict:
             t += dur + 0.5
             if t - t_doc >= per_doc:
                 break
-    return {"language": "en", "duration": round(t, 3), "model": "reference-text", "segments": segs, "sources": [d.id for d in picked]}
+    return {"language": lang, "duration": round(t, 3), "model": "reference-text", "segments": segs, "sources": [d.id for d in picked]}
 
 
 def job_with(results, transcript: dict, name: str) -> str:  # noqa: ANN001
@@ -69,7 +69,7 @@ def job_with(results, transcript: dict, name: str) -> str:  # noqa: ANN001
     job = jobs.Layout(("%016x" % (hash(name) & (2**64 - 1)))[:16])
     dur = transcript["duration"]
     jobs.put_json(results, job.chunks, [{"index": 0, "key": job.chunk(0), "start": 0.0, "end": dur}])
-    jobs.put_json(results, job.segments(0), {"job_id": job.job_id, "chunks": [0], "model": "whisper/reference-text", "segments": transcript["segments"]})
+    jobs.put_json(results, job.segments(0), {"job_id": job.job_id, "chunks": [0], "model": "whisper/reference-text", "language": transcript["language"], "segments": transcript["segments"]})
     jobs.put_json(results, job.source, {"input": {"bucket": "bench", "key": f"{name}.mp4", "uri": f"bench/{name}.mp4"}, "duration": dur})
     return job.job_id
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     from vidnotes.summarize import load_notes_builder
 
     store = ModelStore(args.store)
-    transcripts = {name: make_transcript(n, s) for name, (n, s) in TALKS.items()}
+    transcripts = {name: make_transcript(n, s, lang) for name, (n, s, lang) in TALKS.items()}
     tmp = Path(tempfile.mkdtemp(prefix="vidnotes-bench-notes-"))
     results = LocalStorage(tmp / "results", bucket="bench")
     ids = {name: job_with(results, tr, name) for name, tr in transcripts.items()}

@@ -189,3 +189,18 @@ def test_render_refuses_notes_that_are_not_notes(tmp_path):
         status = json.loads((tmp_path / "results" / job.status).read_text())
         assert status["state"] == "failed" and status["error"]["code"] == "bad_notes"
         assert not results.exists(job.pdf) and not results.exists(job.markdown)
+
+
+def test_merged_transcript_keeps_the_language_of_its_batches(tmp_path):
+    results = LocalStorage(tmp_path / "results", bucket="local")
+    job = jobs.Layout("00000000c0ffee00")
+    jobs.put_json(results, job.chunks, [{"index": i, "key": job.chunk(i), "start": 30.0 * i, "end": 30.0 * i + 30} for i in range(3)])
+    for i, lang in enumerate(["ru", "ru", None]):
+        part = {"job_id": job.job_id, "chunks": [i], "model": "whisper/x", "segments": [{"start": 30.0 * i, "end": 30.0 * i + 5, "text": "Привет."}]}
+        if lang:
+            part["language"] = lang
+        jobs.put_json(results, job.segments(i), part)
+    assert stages.merge_segments(results, job).language == "ru"
+    jobs.put_json(results, job.segments(0), {"job_id": job.job_id, "chunks": [0], "model": "whisper/x", "segments": []})
+    jobs.put_json(results, job.segments(1), {"job_id": job.job_id, "chunks": [1], "model": "whisper/x", "segments": []})
+    assert stages.merge_segments(results, job).language == "en"  # files from before languages: English
