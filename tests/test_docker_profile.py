@@ -43,7 +43,8 @@ def test_images_are_small_and_carry_no_torch(docker_images):
         found = json.loads(r.stdout)
         assert "torch" not in found and "transformers" not in found, (name, found)
         assert "awslambdaric" in found
-        assert ("onnxruntime" in found) == (name in ("vidnotes-transcribe", "vidnotes-summarize")), (name, found)
+        # ONNX Runtime where a model runs: Whisper (transcribe), MiniLM (summarize), Silero VAD (extract-audio)
+        assert ("onnxruntime" in found) == (name in ("vidnotes-transcribe", "vidnotes-summarize", "vidnotes-extract-audio")), (name, found)
     ff = docker("run", "--rm", "--entrypoint", "ffprobe", "vidnotes-extract-audio:latest", "-version")
     assert ff.returncode == 0 and ff.stdout.startswith("ffprobe version"), ff.stderr
 

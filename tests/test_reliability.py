@@ -104,6 +104,8 @@ def result_set(s3, job_id: str, tmp: Path) -> dict[str, str]:
         name, body = key.split("/", 2)[2], s3.get_object(Bucket=RESULTS, Key=key)["Body"].read()
         if name == "notes.pdf":
             out[name] = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", "<date>", pdf_text(body, tmp))
+        elif name == "notes.md":  # carries the same date line as the PDF
+            out[name] = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", "<date>", body.decode("utf-8"))
         elif name == "status.json":
             status = json.loads(body)
             out[name] = json.dumps({"state": status["state"], "outputs": status.get("outputs")}, sort_keys=True)
