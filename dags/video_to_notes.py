@@ -177,6 +177,13 @@ def _claim_job(job_id: str, upload: dict[str, Any]) -> None:
     params={
         "bucket": Param(CFG.inbox_bucket, type="string", description="bucket of the upload"),
         "key": Param(None, type=["null", "string"], description="key of the upload, e.g. talks/talk.mp4"),
+        "language": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^(auto|[a-z]{2,3})$",
+            description='the talk\'s language: "auto" (detected by a multilingual model), a Whisper code such as "ru", '
+            "or empty for the deployment's default (setting `language`, default auto)",
+        ),
     },
     doc_md=__doc__,
 )
@@ -227,12 +234,13 @@ def video_to_notes():
                 raise AirflowRescheduleException(now + timedelta(seconds=cfg.duplicate_poll))
             log.warning("job %s has been running for over %d s without an outcome: processing it again", job_id, cfg.duplicate_wait)
         _claim_job(job_id, upload)
-        return [{"job_id": job_id, "chunks": batch} for batch in result["batches"]]
+        language = get_current_context()["params"].get("language") or settings().language
+        return [{"job_id": job_id, "chunks": batch, "language": language} for batch in result["batches"]]
 
     @task(execution_timeout=timedelta(seconds=CFG.timeout_transcribe), map_index_template="{{ chunk_range }}")
-    def transcribe(job_id: str, chunks: list[int]) -> dict[str, Any]:
+    def transcribe(job_id: str, chunks: list[int], language: str = "auto") -> dict[str, Any]:
         get_current_context()["chunk_range"] = f"chunks {chunks[0]}-{chunks[-1]}"  # type: ignore[typeddict-unknown-key]
-        return invoke("transcribe", {"job_id": job_id, "chunks": chunks})
+        return invoke("transcribe", {"job_id": job_id, "chunks": chunks, "language": language})
 
     @task(execution_timeout=timedelta(seconds=CFG.timeout_summarize))
     def summarize(job_id: str) -> dict[str, Any]:

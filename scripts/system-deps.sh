@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Debian packages vidnotes needs: ffmpeg (decoding), espeak-ng + sox (sample speech),
-# poppler-utils (pdftotext in tests), and the Asterisk prompts (real speech with transcripts).
+# poppler-utils (pdftotext in tests), and the Asterisk prompts (real speech with transcripts:
+# English, Russian, French, Spanish, Italian).
 # `system-deps.sh bench` adds the text sources of bench/bench_chapters.py: prose documents
-# (debian-handbook, python3.11-doc, manpages-ru) and the ru/fr/es Asterisk prompt texts.
+# (debian-handbook, python3.11-doc, manpages-ru).
 set -euo pipefail
-PKGS=(ffmpeg espeak-ng sox poppler-utils asterisk-core-sounds-en asterisk-core-sounds-en-g722)
+PKGS=(ffmpeg espeak-ng sox poppler-utils asterisk-core-sounds-en asterisk-core-sounds-en-g722 pocketsphinx-testdata)
+for lang in ru fr es it; do  # real speech in other languages (text + 8 kHz audio): tests and benchmarks
+  PKGS+=("asterisk-core-sounds-$lang" "asterisk-core-sounds-$lang-wav")
+done
 if [ "${1:-}" = "bench" ]; then
-  PKGS+=(debian-handbook python3.11-doc manpages-ru asterisk-core-sounds-ru asterisk-core-sounds-fr asterisk-core-sounds-es)
+  PKGS+=(debian-handbook python3.11-doc manpages-ru)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

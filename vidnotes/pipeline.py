@@ -22,8 +22,11 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_local(video: Path, out_dir: Path, *, store: ModelStore, say: Say = _stderr, limits: stages.Limits | None = None) -> Path:
-    """Notes for ``video``; returns the PDF's path. Raises :class:`~vidnotes.stages.StageFailed`."""
+def run_local(
+    video: Path, out_dir: Path, *, store: ModelStore, say: Say = _stderr, limits: stages.Limits | None = None, language: str = "auto"
+) -> Path:
+    """Notes for ``video``; returns the PDF's path. Raises :class:`~vidnotes.stages.StageFailed`.
+    ``language``: "auto" (detected by a multilingual model) or a code such as "ru"."""
     from vidnotes.asr import WhisperOnnx
     from vidnotes.summarize import load_notes_builder
     from vidnotes.vad import SileroVad
@@ -43,9 +46,10 @@ def run_local(video: Path, out_dir: Path, *, store: ModelStore, say: Say = _stde
     model_dir, manifest = store.fetch("whisper")
     model = WhisperOnnx(model_dir, name=f"whisper/{manifest['version']}", vad=vad)
     for i, batch in enumerate(ext.batches, start=1):
-        treq = jobs.TranscribeRequest(job_id=ext.job_id, chunks=batch)
-        stages.run_stage("transcribe", results, ext.job_id, lambda w: stages.transcribe(treq, results=results, model=model, work=w, vad=vad))
-        say(f"[2/4] transcribe: batch {i}/{len(ext.batches)} ({len(batch)} chunks)")
+        treq = jobs.TranscribeRequest(job_id=ext.job_id, chunks=batch, language=language)
+        tr = stages.run_stage("transcribe", results, ext.job_id, lambda w: stages.transcribe(treq, results=results, model=model, work=w, vad=vad))
+        lang = tr.language + (f" (detected, p={tr.language_probability:.2f})" if tr.language_probability is not None else "")
+        say(f"[2/4] transcribe: batch {i}/{len(ext.batches)} ({len(batch)} chunks), {lang}")
     jreq = jobs.JobRequest(job_id=ext.job_id)
     builder = load_notes_builder(store)
     s = stages.run_stage("summarize", results, ext.job_id, lambda w: stages.summarize(jreq, results=results, builder=builder))

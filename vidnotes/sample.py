@@ -24,6 +24,21 @@ SAMPLE_TALK = (
     "Thank you for listening, and see you next week."
 )
 
+# The same kind of three-topic lecture in Russian (`python -m vidnotes.sample --language ru`):
+# for a multilingual store (docs/languages.md), read by espeak-ng's Russian voice.
+SAMPLE_TALK_RU = (
+    "Добро пожаловать на короткую лекцию о том, как реки меняют землю. "
+    "Вода течёт вниз по склону, подхватывает песок и мелкие камни и несёт их к морю. "
+    "За тысячи лет эта медленная работа прорезает глубокие долины в твёрдой скале. "
+    "Теперь перейдём к мостам. "
+    "Мост должен выдерживать собственный вес и весь транспорт, который по нему идёт. "
+    "Инженеры выбирают между балками, арками и тросами в зависимости от длины пролёта. "
+    "И наконец, несколько слов о хлебе. "
+    "Пекари смешивают муку, воду, соль и дрожжи, дают тесту подняться и выпекают его в горячей печи. "
+    "Спасибо за внимание, до встречи на следующей неделе."
+)
+SAMPLES = {"en": (SAMPLE_TALK, "en-us"), "ru": (SAMPLE_TALK_RU, "ru")}
+
 
 def make_sample_video(
     out: Path, *, text: str = SAMPLE_TALK, voice: str = "en-us", speed: int = 135, word_gap: int = 4, timeout: float = 120.0
@@ -125,11 +140,13 @@ def noise(kind: str, seconds: float, *, seed: int = 0, rms_dbfs: float = -20.0, 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Make a sample talk video (espeak-ng + ffmpeg).")
     ap.add_argument("out", type=Path, help="output .mp4")
-    ap.add_argument("--text", default=SAMPLE_TALK, help="what the voice says")
+    ap.add_argument("--language", choices=sorted(SAMPLES), default="en", help="the sample lecture's language (default: %(default)s)")
+    ap.add_argument("--text", help="what the voice says (default: the sample lecture)")
     ap.add_argument("--speed", type=int, default=135, help="words a minute (default: %(default)s)")
     ap.add_argument("--word-gap", type=int, default=4, help="pause between words, in 10 ms (default: %(default)s)")
     args = ap.parse_args(argv)
-    print(make_sample_video(args.out, text=args.text, speed=args.speed, word_gap=args.word_gap))
+    text, voice = SAMPLES[args.language]
+    print(make_sample_video(args.out, text=args.text or text, voice=voice, speed=args.speed, word_gap=args.word_gap))
     return 0
 
 

@@ -209,14 +209,36 @@ def transcribe(req: jobs.TranscribeRequest, *, results: Storage, model: Any, wor
     segments: list[dict[str, Any]] = []
     starts = {w.start: table[i]["start"] for w, i in zip(windows, use)}
     bounds = sorted(starts)
-    for seg in model.segments(audio, TranscriptionOptions(), windows=windows, speech=speech):  # 8 windows per ONNX batch
+    try:
+        model.check_language(req.language)
+    except ValueError as e:
+        raise InputError("bad_language", str(e)) from e
+    info: dict[str, Any] = {}
+    opts = TranscriptionOptions(language=req.language)
+    for seg in model.segments(audio, opts, windows=windows, speech=speech, stats=info):  # 8 windows per ONNX batch
         # map from the concatenated batch back to the time in the original audio
         w0 = max(b for b in bounds if b <= seg.start * SAMPLE_RATE + 1e-6)
         shift = starts[w0] - w0 / SAMPLE_RATE
         segments.append(Segment(seg.start + shift, seg.end + shift, seg.text).to_dict())
     key = job.segments(min(req.chunks))
-    jobs.put_json(results, key, {"job_id": req.job_id, "chunks": sorted(set(req.chunks)), "model": model.name, "segments": segments})
-    return jobs.TranscribeResult(job_id=req.job_id, segments_key=key, segments=len(segments), model=model.name)
+    language = str(info.get("language") or "en")
+    detected = info.get("language_probability") if info.get("language_windows") else None
+    jobs.put_json(
+        results,
+        key,
+        {
+            "job_id": req.job_id,
+            "chunks": sorted(set(req.chunks)),
+            "model": model.name,
+            "language": language,
+            "language_probability": detected,
+            "speech_seconds": round(speech.speech_seconds, 3) if speech is not None else None,
+            "segments": segments,
+        },
+    )
+    return jobs.TranscribeResult(
+        job_id=req.job_id, segments_key=key, segments=len(segments), model=model.name, language=language, language_probability=detected
+    )
 
 
 # -- 3. summarize -----------------------------------------------------------------------------
@@ -226,20 +248,24 @@ def merge_segments(results: Storage, job: Layout) -> Transcript:
     covered: set[int] = set()
     segments: list[Segment] = []
     models: set[str] = set()
-    languages: list[str] = []
+    languages: dict[str, float] = {}
     for key in results.list(job.key("segments/")):
         part = jobs.read_json(results, key)
         covered.update(part["chunks"])
         models.add(part["model"])
-        languages.append(str(part.get("language") or "en"))
+        # a batch's vote: its speech (or its text, for files written before speech was recorded)
+        weight = part.get("speech_seconds")
+        weight = float(weight) if weight is not None else float(sum(len(s["text"]) for s in part["segments"]) or 1)
+        lang = str(part.get("language") or "en")
+        languages[lang] = languages.get(lang, 0.0) + weight
         segments += [Segment(float(s["start"]), float(s["end"]), str(s["text"])) for s in part["segments"]]
     missing = sorted({c["index"] for c in chunks} - covered)
     if missing:
         raise InputError("incomplete", f"job {job.job_id}: chunks {missing[:10]} are not transcribed yet")
     segments.sort(key=lambda s: (s.start, s.end))
     duration = chunks[-1]["end"] if chunks else 0.0
-    # the language most batches were transcribed in (a segment file without one is English)
-    language = max(set(languages), key=languages.count) if languages else "en"
+    # the language most of the speech was transcribed in (a segment file without one is English)
+    language = max(sorted(languages), key=languages.__getitem__) if languages else "en"
     return Transcript(segments=segments, duration=duration, language=language, model=", ".join(sorted(models)))
 
 

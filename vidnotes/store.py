@@ -232,6 +232,21 @@ def verify(local: Path, manifest: dict[str, Any]) -> None:
             )
 
 
+def multilingual_versions(store: ModelStore) -> list[str]:
+    """The whisper versions in ``store`` that decode more than English (by their manifest's
+    ``multilingual``; older manifests without it by their tokenizer)."""
+    out = []
+    for v in store.versions("whisper"):
+        flag = store.manifest("whisper", v).get("multilingual")
+        if flag is None:
+            from vidnotes.tokenizer import WhisperTokenizer
+
+            flag = WhisperTokenizer.from_dir(store.fetch("whisper", v)[0]).multilingual
+        if flag:
+            out.append(v)
+    return out
+
+
 def default_store() -> ModelStore:
     """The store named by ``VIDNOTES_MODEL_STORE`` (default: ``./models`` in the repository)."""
     return ModelStore(os.environ.get("VIDNOTES_MODEL_STORE", str(Path.cwd() / "models")))

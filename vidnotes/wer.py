@@ -4,6 +4,8 @@ Normalization (applied to reference and hypothesis alike): Unicode NFKC, lowerca
 every character that is not a letter, digit, apostrophe or space becomes a space, apostrophes at
 word edges are dropped, whitespace collapses. Numbers are *not* rewritten ("1" and "one" differ),
 so number formatting counts as an error: a real difference in a transcript a person reads.
+Hesitation sounds (uh, um, hm, mm, er, ah, ...) are dropped: references of spontaneous speech
+write them and Whisper mostly does not, as in Whisper's own English normalizer.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from collections.abc import Sequence
 _NON_WORD = re.compile(r"[^\w' ]+|_")
 _EDGE_APOS = re.compile(r"(?<!\w)'|'(?!\w)")
 _SPACES = re.compile(r"\s+")
+FILLERS = frozenset({"uh", "um", "umm", "uhm", "hm", "hmm", "mm", "mhm", "er", "erm", "ah", "eh"})
 
 
 def normalize(text: str) -> str:
     t = unicodedata.normalize("NFKC", text).lower().replace("&", " and ").replace("\u2019", "'")
     t = _NON_WORD.sub(" ", t)
     t = _EDGE_APOS.sub(" ", t)
-    return _SPACES.sub(" ", t).strip()
+    return " ".join(w for w in t.split() if w not in FILLERS)
 
 
 def edit_counts(reference: str, hypothesis: str) -> tuple[int, int]:

@@ -25,6 +25,7 @@ from vidnotes.export.ct2 import resolve_whisper_source
 from vidnotes.export.onnx_tools import dir_size_mb, export_onnx, log, quantize_int8
 from vidnotes.features import log_mel_batch
 from vidnotes.store import ModelStore, sha256_file
+from vidnotes.tokenizer import WhisperTokenizer
 from vidnotes.wer import wer
 
 TASK = "whisper"
@@ -158,8 +159,11 @@ def export_whisper(
             "wer_onnx_int8": round(wer(refs, [dec(t) for t in int8_tokens]), 4),
         }
         log(f"WER on the test split: {metrics}")
+    languages = WhisperTokenizer.from_dir(int8).language_ids
     fields = {
         "name": name,
+        "multilingual": bool(languages),  # decodes (and detects) the languages of its tokenizer, else English only
+        "languages": sorted(languages) or ["en"],
         "precision": "int8",
         "quantization": "dynamic int8 (QInt8 per-channel weights, onnxruntime quantize_dynamic)",
         "runtime": {"encoder": "encoder_model.onnx", "decoder": "decoder_model_merged.onnx"},
