@@ -149,6 +149,14 @@ def smoke_test(
     return result
 
 
+def check_gate(version: str, manifest: dict[str, Any], force: bool) -> None:
+    """A version whose training gate failed (domain or regression WER) is refused without force."""
+    gate = manifest.get("gate")
+    if gate is not None and not gate.get("passed") and not force:
+        why = "; ".join(gate.get("reasons") or []) or f"int8 WER {gate.get('candidate_wer')} vs {gate.get('baseline_wer')}"
+        raise DeployError(f"whisper/{version} failed its training gate against {gate.get('baseline')} ({why}); pass --force to deploy it anyway")
+
+
 def deploy_transcribe(
     version: str,
     *,
@@ -161,6 +169,8 @@ def deploy_transcribe(
     inbox_bucket: str = "vidnotes-inbox",
     timeout: float = 300,
 ) -> dict[str, Any]:
+    if version in source_store.versions(TASK):  # refuse before touching the function
+        check_gate(version, source_store.manifest(TASK, version), force)
     lam, s3 = _clients(lambda_endpoint, timeout)
     conf = lam.get_function_configuration(FunctionName=function_name)
     variables = dict((conf.get("Environment") or {}).get("Variables") or {})
@@ -176,12 +186,7 @@ def deploy_transcribe(
             manifest = source_store.manifest(TASK, version)
         except ModelStoreError as e:
             raise DeployError(f"whisper/{version} is neither in the function's store {target_root} nor in {source_store.root}: {e}") from e
-    gate = manifest.get("gate")
-    if gate is not None and not gate.get("passed") and not force:
-        raise DeployError(
-            f"whisper/{version} failed its training gate (int8 WER {gate.get('candidate_wer')} vs {gate.get('baseline_wer')} of "
-            f"{gate.get('baseline')}); pass --force to deploy it anyway"
-        )
+    check_gate(version, manifest, force)
     if target is not source_store and version not in target.versions(TASK):
         log(f"copying whisper/{version} from {source_store.root} to {target_root} ...")
         copy_version(source_store, target, TASK, version)

@@ -51,6 +51,7 @@ from vidnotes.wer import wer
 
 MANIFEST_FILE = "manifest.jsonl"
 SPLITS = ("train", "test")
+REGRESSION_SETS = ("varied-en", "none")
 TASK = "whisper"
 EVAL_BATCH = 8
 KEEP_CHECKPOINTS = 2
@@ -196,6 +197,31 @@ def prepare_asterisk(out: Path, *, limit_train: int | None = None, limit_test: i
     return out
 
 
+def regression_utterances(name: str, limit: int | None = None) -> list[Any]:
+    """The regression set: general English speech of speakers who are not in any training data
+    (``varied-en``: vidnotes.datasets.varied_english, 35 real recordings, 7 speakers, ~4 min; it is
+    never trained on), or nothing (``none``)."""
+    if name == "none":
+        return []
+    from vidnotes.datasets import varied_english
+
+    return varied_english()[:limit]
+
+
+def regression_eval_set(name: str, limit: int | None = None) -> Any:
+    from vidnotes.export.whisper import EvalSet
+
+    utts = regression_utterances(name, limit)
+    if not utts:
+        return None
+    return EvalSet(
+        names=[u.source for u in utts],
+        audios=[decode_audio(u.path) for u in utts],
+        texts=[u.text for u in utts],
+        description=f"regression set {name} ({len(utts)} recordings, {len({u.speaker for u in utts})} speakers)",
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # configuration, initial checkpoint
 # --------------------------------------------------------------------------------------------
@@ -216,6 +242,14 @@ class TrainConfig:
     language: str = "en"
     max_train: int | None = None  # first N train examples (quick runs)
     max_test: int | None = None
+    l2sp: float = 0.0  # strength of the L2 pull towards the initial weights (L2-SP); 0 = off
+    regression: str = "varied-en"  # held-out general speech scored at each eval and in the gate: varied-en | none
+    max_regression: int | None = None  # first N regression recordings (quick runs)
+    max_wer_increase: float = 0.0  # gate: domain WER may be this much (absolute) worse than CURRENT's
+    require_improvement: bool = True  # gate: domain WER (int8, no timestamps) must be lower than CURRENT's
+    max_regression_increase: float = 0.005  # gate: regression WER may be at most this much (absolute) worse
+    tracking: bool = True  # an MLflow run (MLFLOW_TRACKING_URI, default build/mlflow)
+    experiment: str = "vidnotes-train"  # MLflow experiment name
 
     def check(self) -> None:
         if self.train not in ("decoder", "full"):
@@ -225,6 +259,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.warmup_steps < 0 or self.lr <= 0:
             raise ValueError("warmup_steps must be >= 0 and lr > 0")
+        if self.regression not in REGRESSION_SETS:
+            raise ValueError(f"regression must be one of {REGRESSION_SETS}, not {self.regression!r}")
+        if self.l2sp < 0 or self.max_wer_increase < 0 or self.max_regression_increase < 0:
+            raise ValueError("l2sp, max_wer_increase and max_regression_increase must be >= 0")
 
 
 def resolve_init(init: str, store: Any, cache_dir: Path) -> tuple[Path, dict[str, Any]]:
@@ -303,6 +341,10 @@ def _param_groups(model: Any, mode: str, weight_decay: float) -> tuple[list[Any]
 
 
 class Trainer:
+    # Prepared (encoded) examples shared by the Trainers of one process when set to a dict
+    # (bench/train_recipes.py compares recipes on the same data): keyed by checkpoint, examples, mode.
+    prepared_cache: dict[Any, _Prepared] | None = None
+
     def __init__(self, config: TrainConfig, run_dir: Path, *, store: Any, sources_cache: Path, threads: int | None = None) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
@@ -310,6 +352,8 @@ class Trainer:
         self.sources_cache = Path(sources_cache)
         self.threads = threads
         self._stop_signal: int | None = None
+        self.tracker: Any = None
+        self.anchor: list[Any] = []
 
     # -- setup -------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -329,6 +373,8 @@ class Trainer:
         self.prompt = self.tok.sot_sequence(cfg.language) + [self.tok.no_timestamps]
         self.groups, self.n_trainable = _param_groups(self.model, cfg.train, cfg.weight_decay)
         self.max_len = int(self.model.config.max_target_positions)
+        # L2-SP: the initial weights the trained ones are pulled towards (not a checkpoint's: resume keeps the anchor)
+        self.anchor = [p.detach().clone() for g in self.groups for p in g["params"]] if cfg.l2sp > 0 else []
 
     def _encode_labels(self, text: str) -> tuple[list[int], list[int]]:
         ids = self.tok.tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids
@@ -344,6 +390,9 @@ class Trainer:
         import torch
         from tqdm import tqdm
 
+        key = (str(self.init_dir), str(root), tuple(ex.audio for ex in examples), tuple(ex.text for ex in examples), self.config.train, cross)
+        if Trainer.prepared_cache is not None and key in Trainer.prepared_cache:
+            return Trainer.prepared_cache[key]
         dec_in, labels = zip(*(self._encode_labels(ex.text) for ex in examples)) if examples else ((), ())
         prep = _Prepared([ex.audio for ex in examples], [ex.text for ex in examples], list(dec_in), list(labels))
         n_mels = int(self.model.config.num_mel_bins)
@@ -377,6 +426,8 @@ class Trainer:
                         prep.cross_kv[j] = (put(prep.cross_kv[j][0], i, k), put(prep.cross_kv[j][1], i, v))
                 bar.update(len(batch))
         bar.close()
+        if Trainer.prepared_cache is not None:
+            Trainer.prepared_cache[key] = prep
         return prep
 
     # -- batches -----------------------------------------------------------------------------
@@ -449,7 +500,7 @@ class Trainer:
         found = sorted(p for p in d.glob("step-*") if (p / "state.pt").is_file()) if d.is_dir() else []
         return found[-1] if found else None
 
-    def _save_checkpoint(self, step: int, optimizer: Any, scheduler: Any, wers: dict[int, float], elapsed: float) -> Path:
+    def _save_checkpoint(self, step: int, optimizer: Any, scheduler: Any, wers: dict[int, float], elapsed: float, reg_wers: dict[int, float] | None = None) -> Path:
         import torch
 
         final = self._ckpt_dir() / f"step-{step:06d}"
@@ -465,6 +516,7 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
             "config": asdict(self.config),
             "evals": wers,
+            "regression_evals": reg_wers or {},
             "elapsed": elapsed,
         }
         torch.save(state, tmp / "state.pt")
@@ -475,7 +527,7 @@ class Trainer:
             shutil.rmtree(old)
         return final
 
-    def _restore(self, ckpt: Path, optimizer: Any, scheduler: Any) -> tuple[int, dict[int, float], float]:
+    def _restore(self, ckpt: Path, optimizer: Any, scheduler: Any) -> tuple[int, dict[int, float], float, dict[int, float]]:
         import torch
 
         state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
@@ -485,14 +537,15 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
-        return int(state["step"]), {int(k): v for k, v in state["evals"].items()}, float(state["elapsed"])
+        reg = {int(k): v for k, v in (state.get("regression_evals") or {}).items()}
+        return int(state["step"]), {int(k): v for k, v in state["evals"].items()}, float(state["elapsed"]), reg
 
     def _truncate_log(self, step: int) -> None:
         """Keep the log lines up to the checkpoint's step: the steps after it are done again."""
         path = self.run_dir / "train.log"
         if not path.is_file():
             return
-        keep = [ln for ln in path.read_text().splitlines() if (s := parse_log_line(ln)) is not None and s["step"] <= step]
+        keep = [ln for ln in path.read_text().splitlines() if (s := parse_log_line(ln)) is None or s["step"] <= step]
         path.write_text("".join(ln + "\n" for ln in keep))
 
     # -- the loop ----------------------------------------------------------------------------
@@ -503,8 +556,6 @@ class Trainer:
         log(f"signal {signum}: stopping after this step (checkpoint first); send it again to stop at once")
 
     def run(self, *, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
-        import torch
-
         cfg = self.config
         cfg.check()
         t_start = time.perf_counter()
@@ -513,7 +564,46 @@ class Trainer:
         if ckpt is not None and not resume:
             raise ValueError(f"{self.run_dir} already has a checkpoint ({ckpt.name}): pass --resume, or use another --run-dir")
         (self.run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        write_config_yaml(self.run_dir / "config.yaml", asdict(cfg))
+        from vidnotes.tracking import open_tracker
 
+        self.tracker = open_tracker(self.run_dir, asdict(cfg))
+        if self.tracker is not None:
+            self.tracker.log_params(asdict(cfg))
+            log(f"MLflow run {self.tracker.run_id} ({self.tracker.uri})")
+        try:
+            return self._run(resume=resume, stop_after=stop_after, ckpt=ckpt, t_start=t_start)
+        except TrainingStopped:
+            if self.tracker is not None:
+                self.tracker.flush()
+                self.tracker.artifact(self.run_dir / "train.log")
+                self.tracker.end("KILLED")
+            raise
+        except BaseException:
+            if self.tracker is not None:
+                self.tracker.end("FAILED")
+            raise
+
+    def _eval_step(self, step: int, test: _Prepared, reg: _Prepared | None, evals: dict[int, float], reg_evals: dict[int, float]) -> list[str]:
+        """Domain (test split) and regression WER at ``step``: train.log, MLflow, the evals dicts."""
+        evals[step], hyps = self.evaluate(test)
+        line = f"eval step={step} wer={evals[step]:.4f}"
+        if reg is not None:
+            reg_evals[step] = self.evaluate(reg)[0]
+            line += f" regression_wer={reg_evals[step]:.4f}"
+        self._write_log(line)
+        log(line)
+        if self.tracker is not None:
+            self.tracker.metric("wer_domain", evals[step], step)
+            if reg is not None:
+                self.tracker.metric("wer_regression", reg_evals[step], step)
+            self.tracker.flush()
+        return hyps
+
+    def _run(self, *, resume: bool, stop_after: int | None, ckpt: Path | None, t_start: float) -> dict[str, Any]:
+        import torch
+
+        cfg = self.config
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
@@ -533,6 +623,12 @@ class Trainer:
             log(f"cross-attention keys/values would take {kv_bytes / 2**30:.1f} GiB: computed at each step instead")
         train = self._prepare(root, train_ex, "train", cross=cross)
         test = self._prepare(root, test_ex, "test", cross=False)
+        reg_utts = regression_utterances(cfg.regression, cfg.max_regression)
+        reg = None
+        if reg_utts:
+            reg_ex = [Example(u.path.name, u.text, "regression") for u in reg_utts]
+            reg = self._prepare(reg_utts[0].path.parent, reg_ex, "regression", cross=False)
+            reg.names = [u.source for u in reg_utts]
         prep_s = time.perf_counter() - t_prep
 
         optimizer = torch.optim.AdamW(self.groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
@@ -543,19 +639,17 @@ class Trainer:
             return max(0.0, (cfg.steps - s) / max(1, cfg.steps - cfg.warmup_steps))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        step, evals, elapsed0 = 0, {}, 0.0
+        step, evals, reg_evals, elapsed0 = 0, {}, {}, 0.0
         if ckpt is not None:
-            step, evals, elapsed0 = self._restore(ckpt, optimizer, scheduler)
+            step, evals, elapsed0, reg_evals = self._restore(ckpt, optimizer, scheduler)
             self._truncate_log(step)
             log(f"resumed from {ckpt} (step {step})")
         else:
             if resume:
                 log(f"--resume: no checkpoint in {self.run_dir} yet; starting at step 0")
-            (self.run_dir / "train.log").write_text("")
-            log(f"evaluating the initial checkpoint on {len(test_ex)} test examples ...")
-            evals[0] = self.evaluate(test)[0]
-            self._write_log(f"eval step=0 wer={evals[0]:.4f}")
-            log(f"eval step=0 wer={evals[0]:.4f}")
+            (self.run_dir / "train.log").write_text("config " + json.dumps(asdict(cfg)) + "\n")
+            log(f"evaluating the initial checkpoint on {len(test_ex)} test examples" + (f" and {len(reg.names)} regression recordings ..." if reg else " ..."))
+            self._eval_step(0, test, reg, evals, reg_evals)
         wer_before = evals[0]
 
         from tqdm import tqdm
@@ -574,8 +668,12 @@ class Trainer:
                 batch = self._collate(train, idx)
                 optimizer.zero_grad(set_to_none=True)
                 loss = self.model(**batch).loss
-                loss.backward()
                 params = [p for g in self.groups for p in g["params"]]
+                if self.anchor:  # L2-SP: + l2sp/2 * ||w - w0||^2 over the trained weights
+                    penalty = sum(((p - a) ** 2).sum() for p, a in zip(params, self.anchor))
+                    (loss + 0.5 * cfg.l2sp * penalty).backward()
+                else:
+                    loss.backward()
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
                 lr = scheduler.get_last_lr()[0]
                 optimizer.step()
@@ -585,13 +683,16 @@ class Trainer:
                 self._write_log(f"step={step} loss={loss.item():.4f} lr={lr:.1e} grad_norm={grad_norm:.3f} epoch={epoch:.2f} elapsed={elapsed:.1f}s")
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.1e}")
                 bar.update(1)
+                if self.tracker is not None:
+                    for key, value in (("loss", loss.item()), ("lr", lr), ("grad_norm", grad_norm)):
+                        self.tracker.metric(key, value, step)
+                    if self.anchor:
+                        self.tracker.metric("l2sp_distance", float(penalty.item()) ** 0.5, step)
                 if step % cfg.eval_every == 0 or step == cfg.steps:
-                    evals[step], hyps = self.evaluate(test)
-                    self._write_log(f"eval step={step} wer={evals[step]:.4f}")
-                    bar.write(f"eval step={step} wer={evals[step]:.4f}", file=sys.stderr)
+                    hyps = self._eval_step(step, test, reg, evals, reg_evals)
                 stopping = self._stop_signal is not None or (stop_after is not None and step - first_step >= stop_after)
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
-                    self._save_checkpoint(step, optimizer, scheduler, evals, elapsed)
+                    self._save_checkpoint(step, optimizer, scheduler, evals, elapsed, reg_evals)
                 if stopping and step < cfg.steps:
                     self._write_metrics({"state": "stopped", "steps_done": step, "wer_before": wer_before, "train_seconds": round(elapsed, 1)})
                     raise TrainingStopped(step, self.run_dir)
@@ -601,7 +702,7 @@ class Trainer:
                 signal.signal(s, h)
         train_s = elapsed0 + time.perf_counter() - t_loop
         if hyps is None:  # resumed from the last step's checkpoint: nothing was trained in this call
-            evals[cfg.steps], hyps = self.evaluate(test)
+            hyps = self._eval_step(cfg.steps, test, reg, evals, reg_evals)
         wer_after = evals[cfg.steps]
         model_dir = self.save_model()
         steps_log = read_train_log(self.run_dir / "train.log")
@@ -625,6 +726,11 @@ class Trainer:
             "wer_before": wer_before,
             "wer_after": wer_after,
             "evals": {str(k): v for k, v in sorted(evals.items())},
+            "regression": {"set": cfg.regression, "recordings": len(reg.names) if reg else 0,
+                           "wer_before": reg_evals.get(0), "wer_after": reg_evals.get(cfg.steps),
+                           "evals": {str(k): v for k, v in sorted(reg_evals.items())}},  # fmt: skip
+            "regression_wer_before": reg_evals.get(0),
+            "regression_wer_after": reg_evals.get(cfg.steps),
             "test_transcripts": [{"audio": n, "reference": r, "hypothesis": h} for n, r, h in zip(test.names, test.texts, hyps)],
             "resumed_from_step": first_step or None,
             "prepare_seconds": round(prep_s, 1),
@@ -632,8 +738,19 @@ class Trainer:
             "duration_seconds": round(time.perf_counter() - t_start, 1),  # this invocation (train_seconds: all of them)
             "threads": torch.get_num_threads(),
         }
+        if self.tracker is not None:
+            metrics["mlflow"] = self.tracker.info()
         self._write_metrics(metrics)
-        log(f"trained {cfg.steps} steps in {train_s:.0f} s; test WER {wer_before} -> {wer_after}")
+        if self.tracker is not None:
+            for key in ("train_seconds", "prepare_seconds", "loss_first10_mean", "loss_last10_mean"):
+                if metrics[key] is not None:
+                    self.tracker.metric(key, metrics[key], cfg.steps)
+            for name in ("train.log", "metrics.json", "config.yaml", "config.json"):
+                self.tracker.artifact(self.run_dir / name)
+            self.tracker.set_tags({"vidnotes.state": "trained"})
+            self.tracker.end()
+        log(f"trained {cfg.steps} steps in {train_s:.0f} s; test WER {wer_before} -> {wer_after}"
+            + (f"; regression WER {reg_evals.get(0)} -> {reg_evals.get(cfg.steps)}" if reg else ""))  # fmt: skip
         return metrics
 
     def _write_log(self, line: str) -> None:
@@ -701,6 +818,13 @@ def read_train_log(path: Path) -> list[dict[str, Any]]:
     return [r for ln in Path(path).read_text().splitlines() if (r := parse_log_line(ln)) is not None]
 
 
+def write_config_yaml(path: Path, config: dict[str, Any]) -> None:
+    import yaml
+
+    path.write_text("# the resolved training config of this run (vidnotes train run --config accepts it)\n"
+                    + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")  # fmt: skip
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -731,14 +855,26 @@ def dataset_eval_set(uri: str, cache_dir: Path, max_test: int | None = None) -> 
     )
 
 
-def publish_run(run_dir: Path, store: Any, *, name: str | None = None, max_wer_increase: float = 0.0) -> dict[str, Any]:
+def publish_run(
+    run_dir: Path,
+    store: Any,
+    *,
+    name: str | None = None,
+    max_wer_increase: float | None = None,
+    max_regression_increase: float | None = None,
+) -> dict[str, Any]:
     """Export ``<run>/model`` through build_whisper's path (ONNX, int8, parity, WER), compare it
-    with the store's CURRENT version on the same test recordings, and publish it. It becomes
-    CURRENT only if its WER (int8, greedy; without and with timestamps) is not worse than
-    CURRENT's by more than ``max_wer_increase``; a rejected model is published but not CURRENT.
-    The gate is recorded in ``metrics.json`` and in the manifest either way."""
+    with the store's CURRENT version on the same recordings, and publish it. It becomes CURRENT
+    only if (1) its domain WER (int8, greedy, on the dataset's test split; without and with
+    timestamps) is not worse than CURRENT's by more than ``max_wer_increase`` and, with
+    ``require_improvement``, lower without timestamps, and (2) its WER on the regression set
+    (general speech of other speakers, never trained on) is not worse than CURRENT's by more than
+    ``max_regression_increase``. Tolerances default to the run's config. A rejected model is
+    published but not CURRENT; the gate is recorded in ``metrics.json``, the manifest and the
+    run's MLflow run either way."""
     from vidnotes.asr import WhisperOnnx
     from vidnotes.export.whisper import _model_name, export_whisper, publish_whisper, source_info
+    from vidnotes.tracking import open_tracker
 
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
@@ -747,69 +883,119 @@ def publish_run(run_dir: Path, store: Any, *, name: str | None = None, max_wer_i
     if metrics.get("state") not in ("trained", "published", "rejected"):
         raise ValueError(f"{run_dir}: training has not finished (state {metrics.get('state')!r}); continue it with --resume")
     cfg = metrics["config"]
-    model_dir = run_dir / "model"
-    eval_set = dataset_eval_set(cfg["data"], run_dir / "data", cfg.get("max_test"))
-    name = name or _model_name(model_dir) + "-ft"
-    built = export_whisper(model_dir, work_dir=run_dir / "export", name=name, eval_set=eval_set)
-    cand = WhisperOnnx(built.int8_dir, name=name)
-    cand_wer = built.fields["quality"]["wer_onnx_int8"]
-    cand_wer_ts = _onnx_wer(cand, eval_set, timestamps=True)
-    current = store.current(TASK)
-    gate: dict[str, Any] = {
-        "metric": "WER of the int8 ONNX model (what is served), greedy, vidnotes.wer, on the dataset's test split; "
-        "without timestamps (as build_whisper) and with timestamp tokens (the mode the transcribe function decodes in)",
-        "test_recordings": len(eval_set.names),
-        "max_wer_increase": max_wer_increase,
-        "candidate": built.version,
-        "candidate_wer": cand_wer,
-        "candidate_wer_timestamps": cand_wer_ts,
-        "baseline": current,
-    }
-    if current:
-        base_dir, base_manifest = store.fetch(TASK, current)
-        base = WhisperOnnx(base_dir, name=current)
-        gate["baseline_wer"] = _onnx_wer(base, eval_set, timestamps=False)
-        gate["baseline_wer_timestamps"] = _onnx_wer(base, eval_set, timestamps=True)
-        gate["baseline_manifest_wer"] = (base_manifest.get("quality") or {}).get("wer_onnx_int8")
-        passed = cand_wer <= gate["baseline_wer"] + max_wer_increase and cand_wer_ts <= gate["baseline_wer_timestamps"] + max_wer_increase
-    else:
-        passed = True
-        gate["note"] = "the store had no CURRENT version to compare with"
-    gate["passed"] = bool(passed)
-    gate["made_current"] = bool(passed)
-    log(
-        f"gate: candidate WER {cand_wer:.4f} (timestamps {cand_wer_ts:.4f}) vs CURRENT {current} "
-        f"{gate.get('baseline_wer')} ({gate.get('baseline_wer_timestamps')}): {'passed' if passed else 'FAILED'}"
-    )
-    training = {
-        k: metrics.get(k)
-        for k in ("dataset", "trained", "steps", "epochs", "examples_seen", "wer_method", "wer_before", "wer_after", "train_seconds", "duration_seconds")
-    }
-    training["init"] = metrics.get("init")
-    training["config"] = cfg
-    manifest = publish_whisper(
-        store,
-        built,
-        source=source_info(str(model_dir.resolve()), model_dir),
-        build_seconds=time.perf_counter() - t0,
-        metadata={"training": training, "gate": gate},
-        make_current=passed,
-    )
-    metrics.update(
-        {
-            "state": "published" if passed else "rejected",
-            "export": {
-                "version": built.version,
-                "store": store.root,
-                "quality": built.fields["quality"],
-                "parity": built.fields["parity"],
-                "seconds": round(time.perf_counter() - t0, 1),
-            },
-            "gate": gate,
-            "published_version": manifest["version"],
+    defaults = TrainConfig(data=cfg["data"])
+    max_wer_increase = cfg.get("max_wer_increase", defaults.max_wer_increase) if max_wer_increase is None else max_wer_increase
+    if max_regression_increase is None:
+        max_regression_increase = cfg.get("max_regression_increase", defaults.max_regression_increase)
+    require_improvement = cfg.get("require_improvement", defaults.require_improvement)
+    tracker = open_tracker(run_dir, cfg) if (run_dir / "mlflow.json").is_file() or cfg.get("tracking", True) else None
+    try:
+        model_dir = run_dir / "model"
+        eval_set = dataset_eval_set(cfg["data"], run_dir / "data", cfg.get("max_test"))
+        reg_set = regression_eval_set(cfg.get("regression", defaults.regression), cfg.get("max_regression"))
+        name = name or _model_name(model_dir) + "-ft"
+        built = export_whisper(model_dir, work_dir=run_dir / "export", name=name, eval_set=eval_set)
+        cand = WhisperOnnx(built.int8_dir, name=name)
+        cand_wer = built.fields["quality"]["wer_onnx_int8"]
+        cand_wer_ts = _onnx_wer(cand, eval_set, timestamps=True)
+        cand_reg = _onnx_wer(cand, reg_set, timestamps=False) if reg_set else None
+        current = store.current(TASK)
+        gate: dict[str, Any] = {
+            "metric": "WER of the int8 ONNX model (what is served), greedy, vidnotes.wer (fillers dropped); domain: the dataset's "
+            "test split without timestamps (as build_whisper) and with timestamp tokens (the mode the transcribe function decodes "
+            "in); regression: general English of speakers not in the training data, without timestamps",
+            "test_recordings": len(eval_set.names),
+            "regression_set": reg_set.description if reg_set else None,
+            "regression_recordings": len(reg_set.names) if reg_set else 0,
+            "max_wer_increase": max_wer_increase,
+            "require_improvement": require_improvement,
+            "max_regression_increase": max_regression_increase,
+            "candidate": built.version,
+            "candidate_wer": cand_wer,
+            "candidate_wer_timestamps": cand_wer_ts,
+            "candidate_regression_wer": cand_reg,
+            "baseline": current,
         }
-    )
-    write_json(metrics_path, metrics)
+        reasons: list[str] = []
+        if current:
+            base_dir, base_manifest = store.fetch(TASK, current)
+            base = WhisperOnnx(base_dir, name=current)
+            bw = gate["baseline_wer"] = _onnx_wer(base, eval_set, timestamps=False)
+            bts = gate["baseline_wer_timestamps"] = _onnx_wer(base, eval_set, timestamps=True)
+            gate["baseline_manifest_wer"] = (base_manifest.get("quality") or {}).get("wer_onnx_int8")
+            if cand_wer > bw + max_wer_increase or cand_wer_ts > bts + max_wer_increase:
+                reasons.append(f"domain WER worse ({cand_wer:.4f}/{cand_wer_ts:.4f} vs {bw:.4f}/{bts:.4f}, tolerance {max_wer_increase})")
+            elif require_improvement and not cand_wer < bw:
+                reasons.append(f"domain WER not improved ({cand_wer:.4f} vs {bw:.4f})")
+            gate["domain_passed"] = not reasons
+            if reg_set:
+                br = gate["baseline_regression_wer"] = _onnx_wer(base, reg_set, timestamps=False)
+                gate["regression_passed"] = cand_reg <= br + max_regression_increase
+                if not gate["regression_passed"]:
+                    reasons.append(f"regression WER worse ({cand_reg:.4f} vs {br:.4f}, tolerance {max_regression_increase})")
+        else:
+            gate["note"] = "the store had no CURRENT version to compare with"
+        passed = not reasons
+        gate["passed"] = passed
+        gate["made_current"] = passed
+        gate["reasons"] = reasons
+        if tracker is not None:
+            gate["mlflow_run_id"] = tracker.run_id
+        log(
+            f"gate: candidate WER {cand_wer:.4f} (timestamps {cand_wer_ts:.4f}), regression {cand_reg} vs CURRENT {current} "
+            f"{gate.get('baseline_wer')} ({gate.get('baseline_wer_timestamps')}), regression {gate.get('baseline_regression_wer')}: "
+            + ("passed" if passed else "FAILED: " + "; ".join(reasons))
+        )
+        training = {
+            k: metrics.get(k)
+            for k in ("dataset", "trained", "steps", "epochs", "examples_seen", "wer_method", "wer_before", "wer_after",
+                      "regression_wer_before", "regression_wer_after", "train_seconds", "duration_seconds")  # fmt: skip
+        }
+        training["init"] = metrics.get("init")
+        training["config"] = cfg
+        extra: dict[str, Any] = {"training": training, "gate": gate}
+        if tracker is not None:
+            extra["mlflow"] = tracker.info()
+        manifest = publish_whisper(
+            store,
+            built,
+            source=source_info(str(model_dir.resolve()), model_dir),
+            build_seconds=time.perf_counter() - t0,
+            metadata=extra,
+            make_current=passed,
+        )
+        metrics.update(
+            {
+                "state": "published" if passed else "rejected",
+                "export": {
+                    "version": built.version,
+                    "store": store.root,
+                    "quality": built.fields["quality"],
+                    "parity": built.fields["parity"],
+                    "seconds": round(time.perf_counter() - t0, 1),
+                },
+                "gate": gate,
+                "published_version": manifest["version"],
+            }
+        )
+        write_json(metrics_path, metrics)
+        if tracker is not None:
+            for key in ("candidate_wer", "candidate_wer_timestamps", "candidate_regression_wer", "baseline_wer",
+                        "baseline_wer_timestamps", "baseline_regression_wer"):  # fmt: skip
+                if gate.get(key) is not None:
+                    tracker.metric(f"gate_{key}", gate[key], metrics.get("steps") or 0)
+            tracker.metric("gate_passed", float(passed), metrics.get("steps") or 0)
+            tracker.set_tags({"vidnotes.state": metrics["state"], "vidnotes.gate": "passed" if passed else "failed",
+                              "vidnotes.store_version": f"{TASK}/{manifest['version']}", "vidnotes.store": store.root,
+                              "vidnotes.made_current": passed})  # fmt: skip
+            tracker.log_dict(manifest, "manifest.json")
+            for fname in ("train.log", "metrics.json", "config.yaml"):
+                tracker.artifact(run_dir / fname)
+            tracker.end()
+    except BaseException:
+        if tracker is not None:
+            tracker.end("FAILED")
+        raise
     return metrics
 
 
@@ -824,12 +1010,11 @@ def train_and_publish(
     threads: int | None = None,
     publish: bool = True,
     name: str | None = None,
-    max_wer_increase: float = 0.0,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     metrics = Trainer(config, run_dir, store=store, sources_cache=sources_cache, threads=threads).run(resume=resume, stop_after=stop_after)
     if publish:
-        metrics = publish_run(run_dir, store, name=name, max_wer_increase=max_wer_increase)
+        metrics = publish_run(run_dir, store, name=name)
         metrics["total_seconds"] = round(time.perf_counter() - t0, 1)
         write_json(Path(run_dir) / "metrics.json", metrics)
     return metrics
