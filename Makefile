@@ -15,7 +15,7 @@ export VIDNOTES_PROFILE := $(PROFILE)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup system-deps venv models test bench bench-fanout bench-chapters bench-notes demo lint clean up down stack-status airflow airflow-down airflow-status train images
+.PHONY: help setup system-deps venv models test bench bench-fanout bench-chapters bench-notes demo lint clean up down stack-status airflow airflow-down airflow-status train images mlflow mlflow-down
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -108,15 +108,22 @@ bench-notes: models  ## notes of 3-, 10- and 60-minute talks: summarize/render t
 	@scripts/system-deps.sh bench
 	VIDNOTES_MODEL_STORE=$(abspath $(STORE)) $(BIN)/python bench/bench_notes.py --pages docs/notes-pages
 
-train: models  ## fine-tune Whisper through the train_and_redeploy DAG on the local stack, redeploy, keep the new version (STEPS=N)
+train: models  ## fine-tune Whisper through the train_and_redeploy DAG on the local stack, redeploy, keep the new version (STEPS=N, CONFIG=file.yaml)
 	mkdir -p build/train
 	scripts/train.sh
+
+mlflow: venv  ## the MLflow UI on http://127.0.0.1:5000 over the training runs (build/mlflow; docs/training.md)
+	VENV=$(VENV) scripts/mlflow.sh up
+
+mlflow-down:  ## stop the MLflow UI
+	VENV=$(VENV) scripts/mlflow.sh down
 
 lint:  ## ruff over the repository (also part of make test)
 	$(BIN)/ruff check .
 
 clean:  ## stop Airflow and the stack, remove build outputs (keeps .venvs and the model store)
 	-scripts/airflow.sh down
+	-scripts/mlflow.sh down
 	-localstack/stack.sh down
 	-scripts/docker.sh down
 	rm -rf build .pytest_cache

@@ -12,13 +12,20 @@
             ``VIDNOTES_AIRFLOW_TRAIN_IMAGE``) on the worker's Docker engine, host network, the
             run directory mounted at the same path
     ecs     an ECS task of the training image through ``EcsRunTaskOperator``
-- evaluate: reads metrics.json: WER before/after on the held-out split, loss first/last; fails
-  when training did not lower the loss.
+- evaluate: reads metrics.json: WER before/after on the held-out split and on the regression set
+  (general speech of other speakers), loss first/last; fails when training did not lower the loss.
 - export_publish: ``vidnotes train publish`` (ONNX, int8, parity, WER gate, publish); the new
-  version is made CURRENT only if its test WER is not worse. A failed gate stops the run here
-  (short-circuit): nothing is redeployed.
+  version is made CURRENT only if its domain WER improves and its regression WER is not worse
+  than CURRENT's beyond the config's tolerance. A failed gate stops the run here (short-circuit):
+  nothing is redeployed.
 - redeploy_smoke: ``vidnotes deploy transcribe --version V``: UpdateFunctionConfiguration of
   vidnotes-transcribe, a smoke invocation that must answer with V, rollback otherwise.
+
+Params: store, dataset, run_dir, steps (empty: the config's), config: a training config
+(train/config.example.yaml), as a path on the worker or as the YAML text itself; flags the DAG
+passes (--data, --run-dir, --steps) override it. The config goes to the local and docker runners
+(written into the run directory when given as text); the ecs runner takes steps only.
+Every training run is an MLflow run (MLFLOW_TRACKING_URI, default build/mlflow).
 
 Nothing heavy is imported at parse time (torch is only in the subprocess).
 """
@@ -41,8 +48,10 @@ DEFAULTS = {
     "store": os.environ.get("VIDNOTES_AIRFLOW_MODEL_STORE", "s3://vidnotes-models/store"),
     "dataset": os.environ.get("VIDNOTES_AIRFLOW_TRAIN_DATASET", "s3://vidnotes-training/asterisk"),
     "run_dir": os.environ.get("VIDNOTES_AIRFLOW_TRAIN_RUN_DIR", "build/train/airflow"),
-    "steps": int(os.environ.get("VIDNOTES_AIRFLOW_TRAIN_STEPS", "200")),
+    "steps": int(os.environ["VIDNOTES_AIRFLOW_TRAIN_STEPS"]) if os.environ.get("VIDNOTES_AIRFLOW_TRAIN_STEPS") else None,
+    "config": os.environ.get("VIDNOTES_AIRFLOW_TRAIN_CONFIG", ""),
 }
+PARAM_TYPES = {"steps": ["null", "integer"], "config": "string"}
 RUNNER = os.environ.get("VIDNOTES_AIRFLOW_TRAIN_RUNNER", "local")  # local | docker | ecs
 TRAIN_IMAGE = os.environ.get("VIDNOTES_AIRFLOW_TRAIN_IMAGE", "vidnotes-train:latest")
 # What the training container gets from the connection's environment.
@@ -79,11 +88,32 @@ def vidnotes(*args: str, ok: tuple[int, ...] = (0,), prefix: list[str] | None = 
     return proc
 
 
+def config_args(params: dict[str, Any], run_dir: str) -> list[str]:
+    """``--config PATH`` for the config param: a file on the worker, or YAML text written into
+    the run directory (``config.given.yaml``, where a docker runner sees it too)."""
+    given = (params.get("config") or "").strip()
+    if not given:
+        return []
+    if "\n" not in given and Path(given).is_file():
+        return ["--config", given]
+    import yaml
+
+    if not isinstance(yaml.safe_load(given), dict):
+        raise ValueError(f"config param: neither a file on the worker nor a YAML mapping: {given[:80]!r}")
+    path = Path(run_dir) / "config.given.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(given + "\n")
+    return ["--config", str(path)]
+
+
 def train_args(dataset: str, params: dict[str, Any], run_dir: str) -> list[str]:
     """`vidnotes train run` arguments: resume a run that has checkpoints, else start one."""
     checkpoints = Path(run_dir) / "checkpoints"
     resume = checkpoints.is_dir() and any(checkpoints.iterdir())
-    return ["--run-dir", run_dir, "--no-publish", *(["--resume"] if resume else ["--data", dataset, "--steps", str(params["steps"])])]
+    if resume:
+        return ["--run-dir", run_dir, "--no-publish", "--resume"]
+    steps = ["--steps", str(params["steps"])] if params.get("steps") else []
+    return ["--run-dir", run_dir, "--no-publish", *config_args(params, run_dir), "--data", dataset, *steps]
 
 
 def docker_train_prefix(run_dir: str, store: str) -> list[str]:
@@ -101,7 +131,7 @@ def docker_train_prefix(run_dir: str, store: str) -> list[str]:
     catchup=False,
     max_active_runs=1,
     tags=["vidnotes", "training"],
-    params={k: Param(v, type="integer" if isinstance(v, int) else "string") for k, v in DEFAULTS.items()},
+    params={k: Param(v, type=PARAM_TYPES.get(k, "string")) for k, v in DEFAULTS.items()},
     default_args={"retries": 0},
     doc_md=__doc__,
 )
@@ -136,7 +166,7 @@ def train_and_redeploy():
             overrides={"containerOverrides": [{
                 "name": "train",
                 "command": ["--data", "{{ params.dataset }}", "--run-dir", "{{ params.run_dir }}",
-                            "--steps", "{{ params.steps }}", "--no-publish"],
+                            "--steps", "{{ params.steps or 200 }}", "--no-publish"],
                 "environment": [{"name": "VIDNOTES_MODEL_STORE", "value": "{{ params.store }}"}]}]},
             network_configuration=json.loads(os.environ.get("VIDNOTES_AIRFLOW_ECS_NETWORK", "{}")) or None,
             execution_timeout=timedelta(hours=6),
@@ -165,10 +195,14 @@ def train_and_redeploy():
         losses = [float(part.split("=")[1]) for line in (run_dir / "train.log").read_text().splitlines()
                   if line.startswith("step=") for part in line.split() if part.startswith("loss=")]  # fmt: skip
         first, last = sum(losses[:10]) / max(1, len(losses[:10])), sum(losses[-10:]) / max(1, len(losses[-10:]))
-        print(f"test WER {metrics['wer_before']:.2%} -> {metrics['wer_after']:.2%}; loss {first:.4f} -> {last:.4f} over {len(losses)} steps")
+        reg = metrics.get("regression") or {}
+        print(f"test WER {metrics['wer_before']:.2%} -> {metrics['wer_after']:.2%}; regression WER {reg.get('wer_before')} -> "
+              f"{reg.get('wer_after')}; loss {first:.4f} -> {last:.4f} over {len(losses)} steps; MLflow run "
+              f"{(metrics.get('mlflow') or {}).get('run_id')}")  # fmt: skip
         if not losses or last >= first:
             raise RuntimeError(f"training did not lower the loss ({first:.4f} -> {last:.4f})")
-        return {"wer_before": metrics["wer_before"], "wer_after": metrics["wer_after"], "loss_first": first, "loss_last": last}
+        return {"wer_before": metrics["wer_before"], "wer_after": metrics["wer_after"], "regression_wer_before": reg.get("wer_before"),
+                "regression_wer_after": reg.get("wer_after"), "loss_first": first, "loss_last": last}  # fmt: skip
 
     @task.short_circuit
     def export_publish(params: dict[str, Any], **context) -> bool:
@@ -176,7 +210,7 @@ def train_and_redeploy():
         version = proc.stdout.strip().splitlines()[-1]
         context["ti"].xcom_push(key="version", value=version)
         if proc.returncode == 4:
-            print(f"{version}: test WER got worse, published but not CURRENT; not redeploying")
+            print(f"{version}: the gate failed (domain not improved or regression WER worse), published but not CURRENT; not redeploying")
             return False
         return True
 

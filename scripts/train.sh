@@ -3,7 +3,9 @@
 # dataset -> fine-tune -> evaluate -> export/gate/publish -> redeploy + smoke. The store the
 # functions read (s3://vidnotes-models/store) is then copied back to models/, so the next
 # `make up` / `make demo` serves the new version. Starts the stack if it is not running and
-# stops it again afterwards unless KEEP=1. STEPS=N overrides the training steps (default 200).
+# stops it again afterwards unless KEEP=1. STEPS=N overrides the training steps, CONFIG=file.yaml
+# gives a training config (train/config.example.yaml). The run is tracked in MLflow (build/mlflow,
+# `make mlflow`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -22,10 +24,11 @@ trap cleanup EXIT
 eval "$(scripts/airflow.sh env)"
 airflow db migrate >/dev/null 2>&1
 run_dir="build/train/run-$(date +%Y%m%d-%H%M%S)"
-conf=$(python -c 'import json,sys; print(json.dumps({"run_dir": sys.argv[1], "steps": int(sys.argv[2])}))' "$run_dir" "${STEPS:-200}")
+# STEPS=N overrides the steps; CONFIG=file.yaml is the training config (default: the built-in recipe)
+conf=$(python -c 'import json,sys; c = {"run_dir": sys.argv[1]}; c |= {"steps": int(sys.argv[2])} if sys.argv[2] else {}; c |= {"config": sys.argv[3]} if sys.argv[3] else {}; print(json.dumps(c))' "$run_dir" "${STEPS:-}" "${CONFIG:+$(realpath "$CONFIG")}")
 say "airflow dags test train_and_redeploy (run dir $run_dir)"
 airflow dags test train_and_redeploy -c "$conf" > "build/train/dag-$(basename "$run_dir").log" 2>&1 || {
   tail -40 "build/train/dag-$(basename "$run_dir").log" >&2; say "the DAG run failed (log above)"; exit 1; }
-grep -E "test WER|loss .* over|gate|published|Marking run" "build/train/dag-$(basename "$run_dir").log" | sed 's/^/  /' >&2 || true
+grep -E "test WER|regression WER|loss .* over|gate|published|MLflow run|Marking run" "build/train/dag-$(basename "$run_dir").log" | sed 's/^/  /' >&2 || true
 aws --endpoint-url "$S3_URL" s3 sync s3://vidnotes-models/store/ models/ --only-show-errors
 say "models/ now serves whisper/$(cat models/whisper/CURRENT); train.log and metrics.json in $run_dir"

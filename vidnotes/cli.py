@@ -228,7 +228,8 @@ def cmd_models_use(args: argparse.Namespace) -> int:
 
 
 TRAIN_SETTINGS = ("data", "init", "train", "steps", "batch_size", "lr", "warmup_steps", "weight_decay", "max_grad_norm", "seed",
-                  "checkpoint_every", "eval_every", "language", "max_train", "max_test")  # fmt: skip
+                  "checkpoint_every", "eval_every", "language", "max_train", "max_test", "l2sp", "regression", "max_regression",
+                  "max_wer_increase", "require_improvement", "max_regression_increase", "tracking", "experiment")  # fmt: skip
 
 
 def cmd_train_prepare(args: argparse.Namespace) -> int:
@@ -241,14 +242,22 @@ def cmd_train_prepare(args: argparse.Namespace) -> int:
 
 def cmd_train_run(args: argparse.Namespace) -> int:
     from vidnotes.train import TrainingStopped, merge_config, train_and_publish
+    from vidnotes.train_config import load_config_file
 
-    run_dir = Path(args.run_dir)
-    config = merge_config({k: getattr(args, k) for k in TRAIN_SETTINGS}, run_dir, resume=args.resume)
+    given, opts = load_config_file(args.config) if args.config else ({}, {})
+    given |= {k: v for k in TRAIN_SETTINGS if (v := getattr(args, k)) is not None}  # flags override the file
+    run_dir = args.run_dir or opts.get("run_dir")
+    if not run_dir:
+        raise ValueError("--run-dir is required (or run_dir in the --config file)")
+    run_dir = Path(run_dir)
+    config = merge_config(given, run_dir, resume=args.resume)
+    threads = args.threads if args.threads is not None else opts.get("threads")
+    name = args.name or opts.get("name")
+    publish = not args.no_publish and opts.get("publish", True)
     try:
         metrics = train_and_publish(
             config, run_dir, store=_store(args), sources_cache=Path(args.sources_cache), resume=args.resume,
-            stop_after=args.stop_after, threads=args.threads, publish=not args.no_publish, name=args.name,
-            max_wer_increase=args.max_wer_increase,
+            stop_after=args.stop_after, threads=threads, publish=publish, name=name,
         )  # fmt: skip
     except TrainingStopped as e:
         print(f"vidnotes: {e}", file=sys.stderr)
@@ -259,20 +268,28 @@ def cmd_train_run(args: argparse.Namespace) -> int:
 def cmd_train_publish(args: argparse.Namespace) -> int:
     from vidnotes.train import publish_run
 
-    metrics = publish_run(Path(args.run_dir), _store(args), name=args.name, max_wer_increase=args.max_wer_increase)
+    metrics = publish_run(Path(args.run_dir), _store(args), name=args.name, max_wer_increase=args.max_wer_increase,
+                          max_regression_increase=args.max_regression_increase)  # fmt: skip
     return _train_summary(metrics, Path(args.run_dir))
 
 
 def _train_summary(metrics: dict, run_dir: Path) -> int:
-    print(f"test WER {metrics['wer_before']:.2%} -> {metrics['wer_after']:.2%} (PyTorch fp32) after {metrics['steps']} steps; {run_dir / 'metrics.json'}", file=sys.stderr)
+    reg = metrics.get("regression") or {}
+    print(f"test WER {metrics['wer_before']:.2%} -> {metrics['wer_after']:.2%} (PyTorch fp32) after {metrics['steps']} steps"
+          + (f"; regression WER {reg['wer_before']:.2%} -> {reg['wer_after']:.2%}" if reg.get("wer_after") is not None else "")
+          + f"; {run_dir / 'metrics.json'}", file=sys.stderr)  # fmt: skip
     gate = metrics.get("gate")
     if gate is None:
         return 0
+    nan = float("nan")
     print(
-        f"int8 WER {gate['candidate_wer']:.2%} vs CURRENT {gate['baseline']}: {gate.get('baseline_wer', float('nan')):.2%}; "
-        + ("gate passed: published and made CURRENT" if gate["passed"] else "gate FAILED: published, not CURRENT"),
+        f"int8 WER {gate['candidate_wer']:.2%} vs CURRENT {gate['baseline']}: {gate.get('baseline_wer', nan):.2%}"
+        + (f"; regression {gate['candidate_regression_wer']:.2%} vs {gate.get('baseline_regression_wer', nan):.2%}"
+           if gate.get("candidate_regression_wer") is not None else "")
+        + "; " + ("gate passed: published and made CURRENT" if gate["passed"] else
+                  "gate FAILED (" + "; ".join(gate.get("reasons", [])) + "): published, not CURRENT"),
         file=sys.stderr,
-    )
+    )  # fmt: skip
     print(metrics["published_version"])
     return 0 if gate["passed"] else 4
 
@@ -387,8 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Prints the published version on stdout. Exit status: 0 published and CURRENT, 4 gate failed (published, not "
         "CURRENT), 3 stopped early (resume later), 2 bad input.",
     )
+    rn.add_argument("--config", help="a YAML config file (train/config.example.yaml documents every field); flags override it")
     rn.add_argument("--data", help="dataset: a directory or s3://bucket/prefix with manifest.jsonl (required unless --resume)")
-    rn.add_argument("--run-dir", required=True, help="checkpoints, train.log, metrics.json, the trained model")
+    rn.add_argument("--run-dir", help="checkpoints, train.log, metrics.json, the trained model (required, here or in --config)")
     rn.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint, with its settings")
     rn.add_argument("--init", help="start from: current (the source checkpoint of the store's CURRENT whisper), a version in the store, "
                     "a previous run directory (its fine-tuned model/), a transformers/CTranslate2 directory or a package name [current]")
@@ -406,18 +424,27 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--language", help="language token for multilingual models [en]")
     rn.add_argument("--max-train", type=int, help="use only the first N train examples")
     rn.add_argument("--max-test", type=int, help="use only the first N test examples")
+    rn.add_argument("--l2sp", type=float, help="L2 pull towards the initial weights (L2-SP strength; 0 = off) [see the example config]")
+    rn.add_argument("--regression", choices=("varied-en", "none"), help="held-out general speech scored at each eval and by the gate [varied-en]")
+    rn.add_argument("--max-regression", type=int, help="use only the first N regression recordings")
+    rn.add_argument("--max-regression-increase", type=float, help="gate: how much worse (absolute WER) than CURRENT's the regression WER may be [0.005]")
+    rn.add_argument("--require-improvement", action=argparse.BooleanOptionalAction, default=None,
+                    help="gate: the domain WER must be lower than CURRENT's (else: not worse) [yes]")
+    rn.add_argument("--tracking", action=argparse.BooleanOptionalAction, default=None, help="log the run to MLflow (MLFLOW_TRACKING_URI, default build/mlflow) [yes]")
+    rn.add_argument("--experiment", help="MLflow experiment name [vidnotes-train]")
     rn.add_argument("--stop-after", type=int, help="stop after N steps in this call (checkpoint first); continue with --resume")
     rn.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     rn.add_argument("--no-publish", action="store_true", help="train only; publish later with `vidnotes train publish RUN_DIR`")
     rn.add_argument("--name", help="model name, the version's prefix (default: <base name>-ft, e.g. tiny.en-ft)")
-    rn.add_argument("--max-wer-increase", type=float, default=0.0, help="gate: how much worse (absolute WER) than CURRENT is still accepted")
+    rn.add_argument("--max-wer-increase", type=float, help="gate: how much worse (absolute WER) than CURRENT the domain WER may be [0]")
     rn.add_argument("--sources-cache", default="build/models/sources", help="where converted source checkpoints are cached")
     rn.set_defaults(func=cmd_train_run)
 
     pb = trsub.add_parser("publish", help="export, gate and publish a finished run (what `run` does after training)")
     pb.add_argument("run_dir")
     pb.add_argument("--name", help="model name (default: <base name>-ft)")
-    pb.add_argument("--max-wer-increase", type=float, default=0.0, help="gate tolerance (absolute WER; default: %(default)s)")
+    pb.add_argument("--max-wer-increase", type=float, help="gate tolerance on the domain WER (absolute; default: the run's config)")
+    pb.add_argument("--max-regression-increase", type=float, help="gate tolerance on the regression WER (absolute; default: the run's config)")
     pb.set_defaults(func=cmd_train_publish)
 
     dp = sub.add_parser("deploy", help="point a Lambda function at a model version (docs/training.md)")
