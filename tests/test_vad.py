@@ -13,7 +13,7 @@ import pytest
 from conftest import load
 from vidnotes import jobs, stages
 from vidnotes.asr import TranscriptionOptions, WhisperOnnx
-from vidnotes.audio import SAMPLE_RATE, Window
+from vidnotes.audio import SAMPLE_RATE, Window, decode_audio
 from vidnotes.export.vad import CANDIDATES, package_dir
 from vidnotes.sample import NOISE_KINDS, noise
 from vidnotes.storage import LocalStorage
@@ -57,7 +57,7 @@ def test_probabilities_match_the_package_on_real_speech(vad, paused):
     from silero_vad import get_speech_timestamps, load_silero_vad
 
     audio = paused[0]
-    probs = vad.probabilities(audio)
+    probs = carried_probs(vad, audio)  # the state carried on, as the package does
     assert probs.shape == ((len(audio) + FRAME_SAMPLES - 1) // FRAME_SAMPLES,) and probs.dtype == np.float32
     x = torch.from_numpy(audio)
     jit = load_silero_vad(onnx=False)
@@ -75,13 +75,37 @@ def test_both_onnx_forms_agree_and_the_faster_is_published(store, paused):
     audio = paused[0][: 20 * SAMPLE_RATE]
     d = package_dir()
     stream = SileroVad(d / CANDIDATES["stream"], interface="stream").probabilities(audio)
-    sequence = SileroVad(d / CANDIDATES["sequence"], interface="sequence", block_frames=100).probabilities(audio)  # blocks carry the state
+    sequence = SileroVad(d / CANDIDATES["sequence"], interface="sequence", block_frames=100, warmup_frames=None).probabilities(audio)  # blocks carry the state
     assert np.abs(stream - sequence).max() <= 1e-6
     m = store.manifest("vad")
     checks = m["parity"]["checks"]
     assert m["onnx"]["interface"] == m["parity"]["chosen"] == min(checks, key=lambda k: checks[k]["seconds"])
     assert all(c["regions_equal_package"] and c["max_abs_diff_vs_package_jit"] <= 1e-4 for c in checks.values())
     assert m["files"][m["onnx"]["model"]]["sha256"] and m["license"] == "MIT"
+
+
+def test_a_fresh_state_every_few_seconds_keeps_speech_that_a_carried_state_misses(vad, paused):
+    """Real speech of one man in one room, then of the same man with a cold in another room: run
+    on, Silero's state locks into "no speech" for the whole second recording; the resets keep it."""
+    from vidnotes.datasets import varied_english
+
+    first, second = varied_english()[:2]
+    a, b = decode_audio(first.path), decode_audio(second.path)
+    audio = np.concatenate([a, np.zeros(9600, dtype=np.float32), b])
+    part = slice((len(a) + 9600) // FRAME_SAMPLES, None)
+    carried = carried_probs(vad, audio)[part]
+    fresh = vad.probabilities(audio)[part]
+    alone = vad.probabilities(b)
+    assert carried.mean() < 0.1 < 0.3 < fresh.mean() and alone.mean() > 0.5
+    # on speech the carried state handles, the resets change little
+    x = paused[0]
+    assert np.abs(vad.probabilities(x) - carried_probs(vad, x)).mean() < 0.02
+    assert vad.block_frames == 128 and vad.warmup_frames == 32
+
+
+def carried_probs(vad: SileroVad, audio: np.ndarray) -> np.ndarray:
+    """Probabilities with the LSTM state carried from block to block (the package's way)."""
+    return SileroVad(vad.model_path, block_frames=512, warmup_frames=None).probabilities(audio)
 
 
 @pytest.mark.parametrize(
@@ -112,7 +136,7 @@ def test_regions_are_silero_state_machine(vad, paused, opts):
 def test_regions_and_windows_on_real_speech_with_known_pauses(vad, paused):
     audio, pauses, recs = paused
     sp = vad.speech(audio)
-    pad = int(0.25 * SAMPLE_RATE)  # silero's 30 ms padding, and the LSTM's lag in letting go of speech
+    pad = int(0.3 * SAMPLE_RATE)  # silero's 30 ms padding, and the LSTM's lag in letting go of speech (a little longer after a state reset)
     for a, b in pauses:  # no speech in the middle 1 s of a pause
         assert sp.speech_samples(a + pad, b - pad) == 0, f"speech in the pause at {a / SAMPLE_RATE:.2f} s"
     starts = [0] + [b for _, b in pauses[:-1]]
@@ -211,7 +235,7 @@ def test_segments_wholly_outside_speech_are_dropped(model):
         def __init__(self, base):
             self.__dict__.update(base.__dict__)
 
-        def transcribe_windows(self, audio, windows, opts=None):
+        def transcribe_windows(self, audio, windows, opts=None, **kw):
             return [WindowResult(w, tokens, -0.2, 0.01) for w in windows]
 
     fixed = Fixed(model)
@@ -263,7 +287,8 @@ def test_extract_audio_records_speech_seconds(vad, model, test_split, tmp_path):
     assert source["speech_seconds"] == pytest.approx(ext.speech_seconds, abs=0.01) and source["vad"].startswith("vad/")
     assert {"input", "duration", "media"} <= set(source)
     chunks = json.loads((job / "chunks.json").read_text())
-    assert all(c["end"] - c["start"] <= 30.0 for c in chunks) and sum(1 for c in chunks if not c["speech"]) >= 2
+    assert all(c["end"] - c["start"] <= 30.0 + 1e-6 for c in chunks), [(c["start"], c["end"]) for c in chunks]
+    assert sum(1 for c in chunks if not c["speech"]) >= 2
     for c in chunks:  # regions are inside their chunk, in seconds of the whole audio
         assert all(c["start"] <= a < b <= c["end"] for a, b in c["speech"])
     # transcribe downloads and decodes only the chunks with speech

@@ -2,7 +2,9 @@
 
 Silero VAD scores the audio in 32 ms frames (512 samples at 16 kHz; each frame is fed together
 with the 64 samples before it) with an LSTM whose state runs on from frame to frame:
-:meth:`SileroVad.probabilities` gives one speech probability per frame. :func:`speech_regions`
+:meth:`SileroVad.probabilities` gives one speech probability per frame. Here the state starts
+afresh every ``RESET_FRAMES`` (4.1 s), warmed up on the second before: run on over a long file,
+Silero's state can lock into "no speech" (measured on real speech, docs/vad.md). :func:`speech_regions`
 turns them into speech regions with silero's own state machine (``get_speech_timestamps`` of the
 ``silero-vad`` package, ported line for line: same parameters, same regions; see
 :class:`VadOptions`). :meth:`SpeechMap.windows` cuts the audio into Whisper windows of at most
@@ -14,12 +16,14 @@ from the ``silero-vad`` PyPI package); this module imports neither that package 
 Two ONNX interfaces are supported, named by the manifest (``onnx.interface``):
 
 - ``sequence`` (``silero_vad_16k_sequence.onnx``): a block of up to ``block_frames`` frames per
-  call, the LSTM state (``h``, ``c``) carried between blocks: what the store publishes, because
-  it is the faster one and gives the same probabilities (the build measures both);
+  call (the state reset per block, or carried between blocks with ``warmup_frames=None``, as the
+  package does): what the store publishes, because it is the faster one and gives the same
+  probabilities (the build measures both, state carried);
 - ``stream`` (``silero_vad.onnx``): one frame per call with its state, as silero's OnnxWrapper.
 """
 
 from __future__ import annotations
+
 
 import math
 from collections.abc import Iterator, Sequence
@@ -117,17 +121,30 @@ class SpeechMap:
         return plan_windows(self.n_samples, self.regions, self.probs, opts)
 
 
+RESET_FRAMES = 128  # frames between resets of the LSTM state (4.1 s; 256 and 512 lost more speech)
+WARMUP_FRAMES = 32  # frames run before each block to warm the fresh state up (1 s)
+
+
 class SileroVad:
     """One loaded Silero VAD: create once per process, call :meth:`speech` many times."""
 
     def __init__(
-        self, model_path: Path, *, interface: Interface = "sequence", name: str = "", block_frames: int = 512, options: VadOptions = VadOptions()
+        self,
+        model_path: Path,
+        *,
+        interface: Interface = "sequence",
+        name: str = "",
+        block_frames: int = RESET_FRAMES,
+        warmup_frames: int | None = WARMUP_FRAMES,
+        options: VadOptions = VadOptions(),
     ) -> None:
         if interface not in ("sequence", "stream"):
             raise ValueError(f"unknown Silero VAD interface {interface!r} (sequence or stream)")
         self.interface = interface
         self.name = name or Path(model_path).stem
         self.block_frames = max(1, int(block_frames))
+        self.warmup_frames = None if warmup_frames is None else max(0, int(warmup_frames))
+        self.model_path = Path(model_path)
         self.options = options
         # one thread: the LSTM runs frame after frame; measured faster than two on 2 cores
         self.session = make_session(Path(model_path), threads=1)
@@ -139,7 +156,7 @@ class SileroVad:
         return cls(
             Path(model_dir) / onnx.get("model", "silero_vad_16k_sequence.onnx"),
             interface=onnx.get("interface", "sequence"),
-            block_frames=int(onnx.get("block_frames", 512)),
+            block_frames=min(int(onnx.get("block_frames", RESET_FRAMES)), RESET_FRAMES),
             name=name,
         )
 
@@ -153,11 +170,21 @@ class SileroVad:
         """Speech probability of every 32 ms frame of 16 kHz mono ``audio`` (the last frame zero-padded)."""
         out = []
         if self.interface == "sequence":
-            h = np.zeros((1, 1, STATE_SIZE), dtype=np.float32)
-            c = np.zeros((1, 1, STATE_SIZE), dtype=np.float32)
+            # Each block starts from a fresh LSTM state, warmed up on the frames before it: run on
+            # and on, the state can lock into "no speech" (on real speech after a change of
+            # speaker and recording room, the probability stayed near 0.05 for 26 s: the
+            # package's own model does the same). Measured in bench/bench_noise.py.
+            # (warmup_frames None: the state carried on, as the package does; the parity check)
+            h = c = np.zeros((1, 1, STATE_SIZE), dtype=np.float32)
+            tail = np.zeros((0, CONTEXT_SAMPLES + FRAME_SAMPLES), dtype=np.float32)
             for x in frame_blocks(audio, self.block_frames):
-                p, h, c = self.session.run(["speech_probs", "hn", "cn"], {"input": x, "h": h, "c": c})
-                out.append(np.asarray(p, dtype=np.float32).reshape(-1))
+                if self.warmup_frames is not None:
+                    h = c = np.zeros((1, 1, STATE_SIZE), dtype=np.float32)
+                inp = np.concatenate([tail, x]) if len(tail) else x
+                p, h, c = self.session.run(["speech_probs", "hn", "cn"], {"input": inp, "h": h, "c": c})
+                out.append(np.asarray(p, dtype=np.float32).reshape(-1)[len(tail) :])
+                if self.warmup_frames:
+                    tail = x[-self.warmup_frames :]
         else:
             state = np.zeros((2, 1, STATE_SIZE), dtype=np.float32)
             sr = np.array(SAMPLE_RATE, dtype=np.int64)

@@ -109,7 +109,8 @@ def export_vad(store: ModelStore, *, work_dir: Path, version: str | None = None)
     ref = reference(audio)
     checks: dict[str, dict[str, Any]] = {}
     for interface, name in CANDIDATES.items():
-        vad = SileroVad(src / name, interface=interface, block_frames=BLOCK_FRAMES)  # type: ignore[arg-type]
+        # the state carried on as the package does (what is compared); inference resets it (vidnotes.vad.RESET_FRAMES)
+        vad = SileroVad(src / name, interface=interface, block_frames=BLOCK_FRAMES, warmup_frames=None)  # type: ignore[arg-type]
         vad.probabilities(audio[:16000])  # warm-up
         probs, took = _timed(vad.probabilities, audio)
         regions = [(r.start, r.end) for r in speech_regions(probs, len(audio), VadOptions())]
