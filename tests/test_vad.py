@@ -305,3 +305,38 @@ def test_extract_audio_records_speech_seconds(vad, model, test_split, tmp_path):
     results2 = LocalStorage(tmp_path / "results-plain", bucket="local")
     plain = stages.extract_audio(req, source=LocalStorage(inbox), results=results2, limits=stages.Limits(), work=tmp_path)
     assert plain.speech_seconds is None and plain.non_speech_seconds is None
+
+
+def test_speech_between_long_pauses_is_packed_into_one_window_and_timed_in_the_original(model, test_split):
+    """Four real recordings with 12 s of applause-like noise between them: four speech windows,
+    packed into as few Whisper windows as they fit in (the noise left out), each recording's words
+    timed inside it."""
+    from vidnotes.asr import PACK_GAP, Span, pack_windows
+
+    recs = test_split[10:14]
+    parts, spans, pos = [], [], 0
+    for i, r in enumerate(recs):
+        gap = noise("applause", 12.0, seed=20 + i)
+        x = load(r)
+        parts += [gap, x]
+        spans.append((pos + len(gap), pos + len(gap) + len(x)))
+        pos += len(gap) + len(x)
+    audio = np.concatenate(parts)
+    stats: dict = {}
+    t = model.transcribe(audio, TranscriptionOptions(), stats=stats)
+    plain = model.transcribe(audio, TranscriptionOptions(pack=False))
+    total = sum(b - a for a, b in spans) + 4 * 2 * SAMPLE_RATE  # the speech and its windows' margins
+    assert stats["windows"] - stats["skipped_no_vad_speech"] == 4  # four speech windows ...
+    assert stats["packed"] == stats["decoded"] - stats["tails"] == -(-total // (30 * SAMPLE_RATE))  # ... in as few as fit
+    ref = " ".join(r.text for r in recs)
+    assert wer([ref], [t.text]) <= wer([ref], [plain.text]) + 0.05 and wer([ref], [t.text]) < 0.15, (t.text, plain.text)
+    for g in t.segments:  # every segment lies in (or at the edge of) one recording's span
+        assert any(a - SAMPLE_RATE <= g.start * SAMPLE_RATE and g.end * SAMPLE_RATE <= b + SAMPLE_RATE for a, b in spans), (g, spans)
+    assert {next(k for k, (a, b) in enumerate(spans) if a - SAMPLE_RATE <= g.start * SAMPLE_RATE <= b) for g in t.segments} == {0, 1, 2, 3}
+    # the mapping itself: joined samples back to the original
+    sp = Span((Window(100, 200), Window(1000, 1100)))
+    assert sp.samples() == 200 + PACK_GAP and sp.to_original(50) == 150 and sp.to_original(100 + PACK_GAP + 10) == 1010
+    assert sp.to_original(100 + PACK_GAP // 2 - 1) == 200 and sp.to_original(10**9) == 1100
+    full = int(30 * SAMPLE_RATE)
+    assert pack_windows([Window(0, 100), Window(100, 300)]) == [Window(0, 300)]  # adjacent: one piece
+    assert len(pack_windows([Window(0, full - 10), Window(full, full + 100)])) == 2  # too long together

@@ -44,11 +44,12 @@ class TranscriptionOptions:
     logprob_threshold: float = -1.0
     vad: bool = True  # use the voice activity detector when there is one (False: the path without VAD)
     recover_tails: bool = True  # decode again the end of a window Whisper ended early (see segments())
+    pack: bool = True  # with the VAD: speech windows packed together into full 30 s windows (Span)
 
 
 @dataclass(frozen=True, slots=True)
 class WindowResult:
-    window: Window
+    window: Window | Span
     tokens: list[int]
     avg_logprob: float
     no_speech_prob: float
@@ -65,6 +66,78 @@ ProgressFn = Callable[[float, float], None]  # (seconds done, seconds total)
 DETECT_WINDOWS = 3  # speech windows that vote on the language (Whisper uses the first one)
 MIN_TAIL = 1.0  # seconds of unexplained audio at a window end worth decoding again
 MIN_TAIL_SPEECH = 0.5  # of which at least this much must carry speech energy
+PACK_GAP = int(0.4 * SAMPLE_RATE)  # silence between the pieces of a packed window
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Several stretches of the audio decoded as one Whisper window: their samples joined with
+    ``PACK_GAP`` of silence between them (the pauses between speech regions left out, so a window
+    of 30 s holds 30 s of speech and the encoder, Whisper's fixed cost, runs less often)."""
+
+    pieces: tuple[Window, ...]
+
+    @property
+    def start(self) -> int:
+        return self.pieces[0].start
+
+    @property
+    def end(self) -> int:
+        return self.pieces[-1].end
+
+    def samples(self) -> int:
+        return sum(p.end - p.start for p in self.pieces) + PACK_GAP * (len(self.pieces) - 1)
+
+    def to_original(self, t: int) -> int:
+        """A sample of the joined audio as a sample of the original (a gap's first half belongs
+        to the piece before it, its second half to the piece after)."""
+        pos = 0
+        for k, p in enumerate(self.pieces):
+            n = p.end - p.start
+            if t < pos + n + (PACK_GAP // 2 if k < len(self.pieces) - 1 else 1 << 62):
+                return p.start + min(max(0, t - pos), n) if t >= pos else p.start
+            pos += n + PACK_GAP
+        return self.end
+
+
+Slot = Window | Span  # what one row of a Whisper batch decodes
+
+
+def slot_audio(audio: np.ndarray, w: Slot) -> np.ndarray:
+    if isinstance(w, Window):
+        return audio[w.start : w.end]
+    gap = np.zeros(PACK_GAP, dtype=audio.dtype)
+    parts: list[np.ndarray] = []
+    for p in w.pieces:
+        parts += [audio[p.start : p.end], gap]
+    return np.concatenate(parts[:-1])
+
+
+def pack_windows(windows: list[Window], max_samples: int = int(CHUNK_SECONDS * SAMPLE_RATE)) -> list[Slot]:
+    """Consecutive windows packed greedily, in order, into slots of at most ``max_samples``
+    (adjacent windows become one piece)."""
+    out: list[Slot] = []
+    cur: list[Window] = []
+    size = 0
+
+    def flush() -> None:
+        if cur:
+            out.append(cur[0] if len(cur) == 1 else Span(tuple(cur)))
+
+    for w in windows:
+        n = w.end - w.start
+        joins = bool(cur) and cur[-1].end == w.start
+        extra = n + (PACK_GAP if cur and not joins else 0)
+        if cur and size + extra > max_samples:
+            flush()
+            cur, size, joins, extra = [], 0, False, n
+        if joins:
+            cur[-1] = Window(cur[-1].start, w.end)
+        else:
+            cur.append(w)
+        size += extra
+    flush()
+    return out
 
 
 class WhisperOnnx:
@@ -157,7 +230,7 @@ class WhisperOnnx:
         return LanguageGuess(codes[best], float(probs[best]), int(hidden.shape[0]))
 
     def encode_windows(self, audio: np.ndarray, windows: list[Window], opts: TranscriptionOptions = TranscriptionOptions()) -> np.ndarray:
-        feats = log_mel_batch([audio[w.start : w.end] for w in windows], n_mels=self.n_mels)
+        feats = log_mel_batch([slot_audio(audio, w) for w in windows], n_mels=self.n_mels)
         step = max(1, opts.encoder_batch_size)
         return np.concatenate([self.encode(feats[i : i + step]) for i in range(0, len(feats), step)])
 
@@ -312,6 +385,9 @@ class WhisperOnnx:
             # windows without speech are not decoded at all: Whisper invents words in noise and silence
             queue = deque(w for w in windows if speech.speech_samples(w.start, w.end) > 0)
             count["skipped_no_vad_speech"] += len(windows) - len(queue)
+            if opts.pack:
+                queue = deque(pack_windows(list(queue)))
+                count["packed"] = len(queue)
         else:
             queue = deque(w for w in windows if not is_silent(audio[w.start : w.end]))
             count["skipped_silent"] += len(windows) - len(queue)
@@ -319,7 +395,7 @@ class WhisperOnnx:
         guess = LanguageGuess(lang or "en", 1.0 if lang else 0.0, 0)
         if lang is None and queue:
             first = list(queue)[: max(1, opts.batch_size)]
-            amount = (lambda w: speech.speech_samples(w.start, w.end)) if use_vad and speech is not None else (lambda w: w.end - w.start)
+            amount = (lambda w: _speech_in(speech, w)) if use_vad and speech is not None else (lambda w: w.end - w.start)
             voters = sorted(first, key=amount, reverse=True)[:DETECT_WINDOWS]
             hidden = self.encode_windows(audio, voters, opts)
             guess = self.detect_language(hidden)
@@ -369,19 +445,25 @@ class WhisperOnnx:
         segs = list(self.segments(audio, opts, speech=speech, progress=progress, stats=count))
         return Transcript(segments=segs, duration=len(audio) / SAMPLE_RATE, language=str(count["language"]), model=self.name)
 
-    def tokens_to_segments(self, tokens: list[int], window: Window) -> list[Segment]:
-        """Split a window's tokens at timestamp pairs; times are offset by the window start."""
+    def tokens_to_segments(self, tokens: list[int], window: Slot) -> list[Segment]:
+        """Split a window's tokens at timestamp pairs; times are offset by the window start (for
+        a packed :class:`Span`, mapped back through its pieces)."""
         tok = self.tokenizer
         offset, limit = window.start / SAMPLE_RATE, window.end / SAMPLE_RATE
         out: list[Segment] = []
         start: float | None = None
         text: list[int] = []
 
+        def place(t: float) -> float:
+            if isinstance(window, Span):
+                return window.to_original(int(round(t * SAMPLE_RATE))) / SAMPLE_RATE
+            return min(offset + t, limit)
+
         def emit(end: float) -> None:
             s = tok.decode(text).strip()
             if s:
-                a = min(offset + (start or 0.0), limit)
-                out.append(Segment(a, max(a, min(offset + end, limit)), s))
+                a = place(start or 0.0)
+                out.append(Segment(a, max(a, place(end)), s))
 
         for t in tokens:
             if t >= tok.timestamp_begin:
@@ -394,16 +476,28 @@ class WhisperOnnx:
             else:
                 text.append(t)
         if text:
-            emit(limit - offset)
+            emit(window.samples() / SAMPLE_RATE if isinstance(window, Span) else limit - offset)
         return out
 
 
-def _missed_tail(audio: np.ndarray, window: Window, segs: list[Segment], speech: SpeechMap | None = None) -> Window | None:
+def _speech_in(speech: SpeechMap, w: Slot) -> int:
+    pieces = w.pieces if isinstance(w, Span) else (w,)
+    return sum(speech.speech_samples(p.start, p.end) for p in pieces)
+
+
+def _missed_tail(audio: np.ndarray, window: Slot, segs: list[Segment], speech: SpeechMap | None = None) -> Slot | None:
     """The end of ``window`` after its last segment, if it is long enough and holds speech: VAD
-    speech when ``speech`` is given, else speech energy."""
+    speech when ``speech`` is given, else speech energy (for a packed window: what is left of its
+    pieces, with VAD speech)."""
     if not segs:
         return None
     tail_start = max(window.start + SAMPLE_RATE // 2, int(segs[-1].end * SAMPLE_RATE))
+    if isinstance(window, Span):
+        rest = [Window(max(p.start, tail_start), p.end) for p in window.pieces if p.end > tail_start]
+        if speech is None or not rest or sum(p.end - p.start for p in rest) < MIN_TAIL * SAMPLE_RATE:
+            return None
+        left: Slot = rest[0] if len(rest) == 1 else Span(tuple(rest))
+        return left if _speech_in(speech, left) >= MIN_TAIL_SPEECH * SAMPLE_RATE else None
     if window.end - tail_start < MIN_TAIL * SAMPLE_RATE:
         return None
     if speech is not None:
