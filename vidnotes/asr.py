@@ -314,7 +314,8 @@ class WhisperOnnx:
                 active = active[idx]
                 nxt = nxt[idx]
                 hid = hid[idx]
-                past = {k: v[idx] for k, v in past.items()}
+                for k in list(past):  # one array at a time: the old one is freed before the next is copied
+                    past[k] = past[k][idx]
             logits, past = self._step(nxt[:, None].astype(np.int64), hid, past)
             step_logits = logits[:, -1].astype(np.float32)
         out = []

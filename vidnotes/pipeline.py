@@ -23,7 +23,14 @@ def _stderr(msg: str) -> None:
 
 
 def run_local(
-    video: Path, out_dir: Path, *, store: ModelStore, say: Say = _stderr, limits: stages.Limits | None = None, language: str = "auto"
+    video: Path,
+    out_dir: Path,
+    *,
+    store: ModelStore,
+    say: Say = _stderr,
+    limits: stages.Limits | None = None,
+    language: str = "auto",
+    whisper_version: str | None = None,
 ) -> Path:
     """Notes for ``video``; returns the PDF's path. Raises :class:`~vidnotes.stages.StageFailed`.
     ``language``: "auto" (detected by a multilingual model) or a code such as "ru"."""
@@ -43,7 +50,7 @@ def run_local(
     )
     speech = f", {ext.speech_seconds:.1f} s of it speech" if ext.speech_seconds is not None else ""
     say(f"[1/4] extract_audio: {ext.duration:.1f} s of audio{speech} in {ext.chunks} chunks, job {ext.job_id}" + (" (seen before)" if ext.duplicate else ""))
-    model_dir, manifest = store.fetch("whisper")
+    model_dir, manifest = store.fetch("whisper", whisper_version)
     model = WhisperOnnx(model_dir, name=f"whisper/{manifest['version']}", vad=vad)
     for i, batch in enumerate(ext.batches, start=1):
         treq = jobs.TranscribeRequest(job_id=ext.job_id, chunks=batch, language=language)

@@ -24,20 +24,7 @@ SAMPLE_TALK = (
     "Thank you for listening, and see you next week."
 )
 
-# The same kind of three-topic lecture in Russian (`python -m vidnotes.sample --language ru`):
-# for a multilingual store (docs/languages.md), read by espeak-ng's Russian voice.
-SAMPLE_TALK_RU = (
-    "Добро пожаловать на короткую лекцию о том, как реки меняют землю. "
-    "Вода течёт вниз по склону, подхватывает песок и мелкие камни и несёт их к морю. "
-    "За тысячи лет эта медленная работа прорезает глубокие долины в твёрдой скале. "
-    "Теперь перейдём к мостам. "
-    "Мост должен выдерживать собственный вес и весь транспорт, который по нему идёт. "
-    "Инженеры выбирают между балками, арками и тросами в зависимости от длины пролёта. "
-    "И наконец, несколько слов о хлебе. "
-    "Пекари смешивают муку, воду, соль и дрожжи, дают тесту подняться и выпекают его в горячей печи. "
-    "Спасибо за внимание, до встречи на следующей неделе."
-)
-SAMPLES = {"en": (SAMPLE_TALK, "en-us"), "ru": (SAMPLE_TALK_RU, "ru")}
+PROMPT_LANGUAGES = ("ru", "fr", "es", "it")  # sample talks of real speech (Debian's Asterisk prompts)
 
 
 def make_sample_video(
@@ -52,19 +39,48 @@ def make_sample_video(
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "speech.wav"
         subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-g", str(word_gap), "-w", str(wav), text], check=True, timeout=timeout)
-        subprocess.run(
-            [
-                "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-                "-f", "lavfi", "-i", "color=c=0x1d3557:s=640x360:r=10",
-                "-i", str(wav),
-                "-vf", "drawbox=x=40:y=150:w=560:h=60:color=0xf1faee@0.9:t=fill",
-                "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-                "-c:a", "aac", "-b:a", "64k", "-shortest", str(out),
-            ],
-            check=True,
-            timeout=timeout,
-        )  # fmt: skip
+        _mux(wav, out, timeout=timeout)
     return out
+
+
+def make_prompt_talk(out: Path, language: str, *, prompts: int = 45, pause: float = 0.8, timeout: float = 120.0) -> Path:
+    """An MP4 of real recorded speech in ``language`` (ru, fr, es, it): ``prompts`` of Debian's
+    Asterisk prompts (one speaker; every 4th in name order, so that the topic families follow each
+    other: conferences, voicemail, agents, ...) joined with ``pause`` s of silence, over the same
+    picture. espeak-ng's voices in these languages are not understood by Whisper (its Russian
+    came out as Latin and repetition loops), so the non-English samples use real voices."""
+    from vidnotes.datasets import language_prompts
+    from vidnotes.media import write_wav
+
+    chosen = language_prompts(language, min_words=4)[::4][:prompts]
+    gap = np.zeros(int(pause * 16000), dtype=np.float32)
+    from vidnotes.audio import decode_audio
+
+    parts: list[np.ndarray] = []
+    for p in chosen:
+        parts += [decode_audio(p.path), gap]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "speech.wav"
+        write_wav(wav, np.concatenate(parts))
+        _mux(wav, out, timeout=timeout)
+    return out
+
+
+def _mux(wav: Path, out: Path, *, timeout: float) -> None:
+    subprocess.run(
+        [
+            "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "lavfi", "-i", "color=c=0x1d3557:s=640x360:r=10",
+            "-i", str(wav),
+            "-vf", "drawbox=x=40:y=150:w=560:h=60:color=0xf1faee@0.9:t=fill",
+            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-b:a", "64k", "-shortest", str(out),
+        ],
+        check=True,
+        timeout=timeout,
+    )  # fmt: skip
 
 
 NOISE_KINDS = ("pink", "brown", "applause", "music", "hum")
@@ -140,13 +156,18 @@ def noise(kind: str, seconds: float, *, seed: int = 0, rms_dbfs: float = -20.0, 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Make a sample talk video (espeak-ng + ffmpeg).")
     ap.add_argument("out", type=Path, help="output .mp4")
-    ap.add_argument("--language", choices=sorted(SAMPLES), default="en", help="the sample lecture's language (default: %(default)s)")
-    ap.add_argument("--text", help="what the voice says (default: the sample lecture)")
+    ap.add_argument(
+        "--language", choices=("en", *PROMPT_LANGUAGES), default="en",
+        help="en (default): the sample lecture read by espeak-ng; ru, fr, es, it: real recorded speech (Asterisk prompts)",
+    )  # fmt: skip
+    ap.add_argument("--text", default=SAMPLE_TALK, help="what espeak-ng says (English)")
     ap.add_argument("--speed", type=int, default=135, help="words a minute (default: %(default)s)")
     ap.add_argument("--word-gap", type=int, default=4, help="pause between words, in 10 ms (default: %(default)s)")
     args = ap.parse_args(argv)
-    text, voice = SAMPLES[args.language]
-    print(make_sample_video(args.out, text=args.text or text, voice=voice, speed=args.speed, word_gap=args.word_gap))
+    if args.language != "en":
+        print(make_prompt_talk(args.out, args.language))
+        return 0
+    print(make_sample_video(args.out, text=args.text, speed=args.speed, word_gap=args.word_gap))
     return 0
 
 

@@ -24,7 +24,6 @@ Two ONNX interfaces are supported, named by the manifest (``onnx.interface``):
 
 from __future__ import annotations
 
-
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
