@@ -70,7 +70,7 @@ bench: models  ## side-by-side ASR benchmark -> bench/results/
 	VIDNOTES_MODEL_STORE=$(abspath $(STORE)) $(BIN)/python bench/bench_asr.py
 
 demo: models  ## notes from a video (VIDEO=path, default: a generated sample talk); prints the result path last
-	VIDNOTES_MODEL_STORE=$(abspath $(STORE)) scripts/demo.sh "$(VIDEO)" "$(OUT)"
+	VIDNOTES_MODEL_STORE=$(abspath $(STORE)) VIDNOTES_MODELS_DIR=$(abspath $(STORE)) scripts/demo.sh "$(VIDEO)" "$(OUT)"
 
 images: venv  ## container images of the functions and of training, built offline (Docker engine started here; docs/images.md)
 	PATH="$(abspath $(BIN)):$$PATH" VENV=$(VENV) scripts/images.sh all
