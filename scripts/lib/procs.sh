@@ -23,8 +23,17 @@ spawn() {
     shift
     mkdir -p "$RUN" "$LOGS"
     echo "=== $(date -u +%FT%TZ) $*" >>"$LOGS/$name.log"
-    setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
-    echo $! >"$RUN/$name.pid"
+    rm -f "$RUN/$name.pid"
+    # The pid file gets the pid of the process that execs CMD: setsid forks when its caller leads
+    # a process group (a shell with job control), and then $! would name a parent that is gone.
+    setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$RUN/$name.pid" "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+    local i
+    for i in $(seq 100); do
+        [[ -s $RUN/$name.pid ]] && return 0
+        sleep 0.05
+    done
+    echo "spawn: $name did not start" >&2
+    return 1
 }
 
 descendants() {
