@@ -187,10 +187,11 @@ def test_cached_cross_attention_gives_the_same_loss(dataset, temp_store):
 def test_full_mode_trains_every_weight(dataset, temp_store, tmp_path):
     run = tmp_path / "full"
     r = cli("train", "run", "--data", dataset, "--run-dir", run, "--train", "full", "--steps", 2, "--batch-size", 2,
-            "--max-train", 2, "--max-test", 1, "--eval-every", 2, "--no-publish", store=temp_store)  # fmt: skip
+            "--max-train", 2, "--max-test", 1, "--eval-every", 2, "--regression", "none", "--no-tracking", "--no-publish", store=temp_store)  # fmt: skip
     assert r.returncode == 0, r.stderr
     m = json.loads((run / "metrics.json").read_text())
     assert m["trained"] == {"mode": "full", "parameters": m["trained"]["parameters"]} and m["trained"]["parameters"] > 30e6
+    assert m["regression"]["recordings"] == 0 and "mlflow" not in m and not (run / "mlflow.json").exists()  # both can be off
 
 
 @pytest.fixture(scope="module")
