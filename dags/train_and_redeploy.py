@@ -166,7 +166,7 @@ def train_and_redeploy():
             overrides={"containerOverrides": [{
                 "name": "train",
                 "command": ["--data", "{{ params.dataset }}", "--run-dir", "{{ params.run_dir }}",
-                            "--steps", "{{ params.steps or 200 }}", "--no-publish"],
+                            "--steps", "{{ params.steps or 100 }}", "--no-publish"],
                 "environment": [{"name": "VIDNOTES_MODEL_STORE", "value": "{{ params.store }}"}]}]},
             network_configuration=json.loads(os.environ.get("VIDNOTES_AIRFLOW_ECS_NETWORK", "{}")) or None,
             execution_timeout=timedelta(hours=6),

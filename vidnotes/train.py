@@ -230,10 +230,11 @@ class TrainConfig:
     data: str
     init: str = "current"
     train: str = "decoder"  # decoder | full
-    steps: int = 200
+    # the default recipe: short and gentle, so general speech is kept (docs/training.md, the recipe table)
+    steps: int = 100
     batch_size: int = 8
-    lr: float = 5e-5
-    warmup_steps: int = 30
+    lr: float = 2e-5
+    warmup_steps: int = 15
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     seed: int = 0
