@@ -77,7 +77,7 @@ def test_dag_structure(dagbag):
     from airflow.sdk import Asset
 
     dag = dagbag.dags["video_to_notes"]
-    assert dag.schedule is None and set(dag.params.keys()) == {"bucket", "key"}
+    assert dag.schedule is None and set(dag.params.keys()) == {"bucket", "key", "language"}
     tasks = {t.task_id: t for t in dag.tasks}
     assert tasks["record_outcome"].trigger_rule == "all_done"
     assert set(tasks["record_outcome"].upstream_task_ids) == set(PIPELINE[:-1])
