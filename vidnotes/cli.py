@@ -196,9 +196,12 @@ def cmd_models_build(args: argparse.Namespace) -> int:
     return cmd_models_list(args)
 
 
+STORE_TASKS = ("whisper", "bart", "minilm", "vad")  # the model store's tasks
+
+
 def cmd_models_list(args: argparse.Namespace) -> int:
     store = _store(args)
-    for task in ("whisper", "bart", "minilm", "vad"):
+    for task in STORE_TASKS:
         current = store.current(task)
         for v in store.versions(task):
             m = store.manifest(task, v)
@@ -366,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls = msub.add_parser("list", help="list versions in the store (* = CURRENT)")
     ls.set_defaults(func=cmd_models_list)
     cu = msub.add_parser("current", help="print the CURRENT version of a task")
-    cu.add_argument("task", choices=("whisper", "bart", "minilm", "vad"))
+    cu.add_argument("task", choices=STORE_TASKS)
     cu.set_defaults(func=cmd_models_current)
     us = msub.add_parser(
         "use",
@@ -375,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(docs/languages.md). A Lambda function pinned with VIDNOTES_WHISPER_VERSION keeps its version: use `vidnotes deploy "
         "transcribe --version` there.",
     )
-    us.add_argument("task", choices=("whisper", "bart", "minilm", "vad"))
+    us.add_argument("task", choices=STORE_TASKS)
     us.add_argument("version")
     us.set_defaults(func=cmd_models_use)
 

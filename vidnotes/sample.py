@@ -49,13 +49,12 @@ def make_prompt_talk(out: Path, language: str, *, prompts: int = 45, pause: floa
     other: conferences, voicemail, agents, ...) joined with ``pause`` s of silence, over the same
     picture. espeak-ng's voices in these languages are not understood by Whisper (its Russian
     came out as Latin and repetition loops), so the non-English samples use real voices."""
+    from vidnotes.audio import decode_audio
     from vidnotes.datasets import language_prompts
     from vidnotes.media import write_wav
 
     chosen = language_prompts(language, min_words=4)[::4][:prompts]
     gap = np.zeros(int(pause * 16000), dtype=np.float32)
-    from vidnotes.audio import decode_audio
-
     parts: list[np.ndarray] = []
     for p in chosen:
         parts += [decode_audio(p.path), gap]
