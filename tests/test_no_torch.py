@@ -17,6 +17,7 @@ INFERENCE_MODULES = [
     "vidnotes.tokenizer",
     "vidnotes.types",
     "vidnotes.vad",
+    "vidnotes.diarize",
     "vidnotes.cli",
 ]
 

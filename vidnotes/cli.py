@@ -193,10 +193,14 @@ def cmd_models_build(args: argparse.Namespace) -> int:
         from vidnotes.export.vad import export_vad
 
         export_vad(store, work_dir=work)
+    if args.speaker:
+        from vidnotes.export.speaker import export_speaker
+
+        export_speaker(store, work_dir=work)
     return cmd_models_list(args)
 
 
-STORE_TASKS = ("whisper", "bart", "minilm", "vad")  # the model store's tasks
+STORE_TASKS = ("whisper", "bart", "minilm", "vad", "speaker")  # the model store's tasks
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
@@ -362,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--minilm", action="store_true", help="export the packaged all-MiniLM-L6-v2 for the extractive summarizer")
     b.add_argument("--bart", metavar="SOURCE", help="a BART-family checkpoint directory or hub id")
     b.add_argument("--vad", action="store_true", help="Silero VAD from the silero-vad package: checked against it, the faster exact ONNX form published")
+    b.add_argument("--speaker", action="store_true", help="resemblyzer's speaker encoder (diarization) exported to ONNX fp32, checked against torch")
     b.add_argument("--work-dir", default="build/models", help="scratch directory (default: %(default)s)")
     b.add_argument("--no-current", action="store_true", help="publish the Whisper built without making it CURRENT (`models use` does later)")
     b.add_argument("--version-file", metavar="FILE", help="write the Whisper versions built here, one a line")

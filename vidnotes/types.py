@@ -13,9 +13,13 @@ class Segment:
     start: float
     end: float
     text: str
+    speaker: str | None = None  # "Speaker 1", ... when diarized (vidnotes.diarize), else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"start": round(self.start, 3), "end": round(self.end, 3), "text": self.text}
+        d: dict[str, Any] = {"start": round(self.start, 3), "end": round(self.end, 3), "text": self.text}
+        if self.speaker is not None:
+            d["speaker"] = self.speaker
+        return d
 
 
 @dataclass(slots=True)
@@ -41,7 +45,10 @@ class Transcript:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Transcript:
         return cls(
-            segments=[Segment(float(s["start"]), float(s["end"]), str(s["text"])) for s in data["segments"]],
+            segments=[
+                Segment(float(s["start"]), float(s["end"]), str(s["text"]), None if s.get("speaker") is None else str(s["speaker"]))
+                for s in data["segments"]
+            ],
             duration=float(data["duration"]),
             language=str(data.get("language", "en")),
             model=str(data.get("model", "")),
