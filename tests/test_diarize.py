@@ -1,4 +1,5 @@
-"""Speaker diarization: mel features and the exported encoder (docs/speakers.md)."""
+"""Speaker diarization: mel features, the exported encoder, clustering on real voices and segment
+assignment (docs/speakers.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidnotes.diarize import mel_spectrogram, normalize_volume
+from vidnotes.diarize import (
+    DiarizeOptions,
+    Turn,
+    _split_text,
+    assign_speakers,
+    cluster,
+    make_turns,
+    mel_spectrogram,
+    normalize_volume,
+    parse_speakers,
+    speech_windows,
+)
+from vidnotes.types import Segment, Transcript
 
 SR = 16000
 
@@ -102,3 +115,165 @@ def test_onnx_encoder_equals_torch(store):
     got = enc.embed(mels)
     assert np.abs(got - ref).max() < 1e-5
     assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+
+
+# -- clustering on real voices -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def models(store):
+    from vidnotes.diarize import SpeakerEncoder
+    from vidnotes.vad import SileroVad
+
+    return SpeakerEncoder.from_store(store, threads=2), SileroVad.from_store(store)
+
+
+def _conversation(a: list[np.ndarray], b: list[np.ndarray], turns: int) -> tuple[np.ndarray, list[tuple[float, float, int]]]:
+    parts, ref, t = [], [], 0
+    for i in range(turns):
+        x = (a if i % 2 == 0 else b)[i // 2]
+        ref.append((t / SR, (t + len(x)) / SR, i % 2))
+        parts += [x, np.zeros(int(0.5 * SR), dtype=np.float32)]
+        t += len(x) + int(0.5 * SR)
+    return np.concatenate(parts), ref
+
+
+def _confusion(ref, turns) -> float:
+    """Share of reference speech given to the wrong speaker (best of the two mappings)."""
+
+    def covered(mapping):
+        ok = 0.0
+        for s, e, sp in ref:
+            ok += sum(max(0.0, min(e, t.end) - max(s, t.start)) for t in turns if mapping.get(t.speaker) == sp)
+        return ok
+
+    total = sum(e - s for s, e, _ in ref)
+    return 1 - max(covered({0: 0, 1: 1}), covered({0: 1, 1: 0})) / total
+
+
+@pytest.mark.models
+def test_two_real_voices_found(models):
+    """The English (Allison) and Italian (Carlo) Asterisk voices in alternating turns: two speakers, turns right."""
+    from vidnotes.diarize import diarize
+
+    enc, vad = models
+    audio, ref = _conversation(_prompts("en", 5), _prompts("it", 5), 10)
+    d = diarize(audio, enc, vad=vad)
+    assert d.speakers == 2, d.stats
+    assert _confusion(ref, d.turns) < 0.1
+    given = diarize(audio, enc, vad=vad, speakers=2)
+    assert given.speakers == 2
+
+
+@pytest.mark.models
+def test_one_voice_stays_one_speaker(models):
+    """One speaker over 14 prompts, with long pauses and the second half 12 dB quieter (a change of
+    microphone): one speaker, however the clustering first splits it."""
+    from vidnotes.diarize import diarize
+
+    enc, vad = models
+    parts = _prompts("en", 14)
+    parts = [p if i < 7 else p * 10 ** (-12 / 20) for i, p in enumerate(parts)]
+    audio = np.concatenate(
+        [x for i, p in enumerate(parts) for x in (p, np.zeros(int((4.0 if i % 4 == 3 else 0.6) * SR), dtype=np.float32))]
+    )
+    d = diarize(audio, enc, vad=vad)
+    assert d.speakers == 1, d.stats
+    assert diarize(audio, enc, vad=vad, speakers=1).speakers == 1
+
+
+def test_cluster_merges_close_centroids():
+    """Two tight clusters whose centroids are closer than merge_cosine become one; far apart they stay two."""
+    rng = np.random.default_rng(0)
+    base = np.abs(rng.standard_normal(256))
+    other = np.abs(rng.standard_normal(256))
+
+    def around(c, n):
+        x = c + 0.05 * rng.standard_normal((n, 256)) * c.std()
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    near = base + 0.1 * other
+    emb = np.concatenate([around(base, 30), around(near, 30)])
+    secs = np.full(len(emb), 0.8)
+    labels, _ = cluster(emb, secs, opts=DiarizeOptions())
+    assert len(set(labels.tolist())) == 1
+    far = np.concatenate([around(base, 30), around(other, 30)])
+    labels, _ = cluster(far, secs, opts=DiarizeOptions())
+    assert len(set(labels.tolist())) == 2 and labels[0] != labels[-1]
+    labels, _ = cluster(far, secs, speakers=1)
+    assert set(labels.tolist()) == {0}
+
+
+def test_small_cluster_joins_nearest():
+    rng = np.random.default_rng(1)
+    a, b = np.abs(rng.standard_normal(256)), np.abs(rng.standard_normal(256))
+    emb = np.concatenate([np.tile(a, (40, 1)), np.tile(b, (2, 1))]) + 0.01 * rng.standard_normal((42, 256))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels, _ = cluster(emb, np.full(42, 0.8))
+    assert len(set(labels.tolist())) == 1  # 1.6 s of a second voice in 33.6 s is no speaker
+
+
+# -- windows and turns -------------------------------------------------------------------------
+
+
+def test_speech_windows():
+    opts = DiarizeOptions(hop_s=0.8, min_window_s=0.5)
+    w = speech_windows([(0, 4 * SR), (5 * SR, 5 * SR + 8000), (6 * SR, 6 * SR + 4000)], opts)
+    full = [x for x in w if x[0] == 0]
+    assert [(a, b) for _, a, b in full] == [(0, 160), (80, 240), (160, 320), (240, 400)]
+    assert [x for x in w if x[0] == 1] == [(1, 500, 550)]  # 0.5 s: one window of its own length
+    assert not [x for x in w if x[0] == 2]  # 0.25 s: none
+
+
+def test_make_turns_cuts_and_joins():
+    regions = [(0, 4 * SR), (5 * SR, 6 * SR), (int(6.1 * SR), int(6.3 * SR))]
+    windows = speech_windows(regions)
+    labels = np.array([0, 0, 1, 1, 1])  # 4 windows in region 0, 1 in region 1, none in the short region 2
+    turns = make_turns(regions, windows, labels)
+    # region 0 cut between the centres of its second and third windows (1.6 and 2.4 s); region 1
+    # is speaker 1's; the short region 2 takes the speaker of the nearest window
+    assert [(t.start, t.end, t.speaker) for t in turns] == [
+        (0.0, pytest.approx(2.0), 0),
+        (pytest.approx(2.0), 4.0, 1),
+        (5.0, 6.0, 1),
+        (6.1, 6.3, 1),
+    ]
+    # speakers renumbered in order of appearance
+    assert [t.speaker for t in make_turns(regions, windows, np.array([1, 1, 0, 0, 0]))] == [0, 1, 1, 1]
+    # touching turns of one speaker join
+    assert len(make_turns([(0, 4 * SR)], speech_windows([(0, 4 * SR)]), np.array([0, 0, 0, 0]))) == 1
+
+
+def test_assign_speakers_splits_a_segment():
+    tr = Transcript([Segment(0.0, 4.0, "Hello there. How are you? I am fine thanks."), Segment(4.5, 6.0, "Good.")], duration=6.0)
+    turns = [Turn(0.0, 2.0, 0), Turn(2.2, 4.0, 1), Turn(4.5, 6.0, 0)]
+    out = assign_speakers(tr, turns)
+    assert [s.speaker for s in out.segments] == ["Speaker 1", "Speaker 2", "Speaker 1"]
+    assert out.segments[0].end == pytest.approx(2.1) and out.segments[1].start == pytest.approx(2.1)
+    assert " ".join(s.text.strip() for s in out.segments[:2]) == "Hello there. How are you? I am fine thanks."
+    assert out.segments[0].text.strip().endswith("?") or out.segments[0].text.strip().endswith(".")
+    # a speaker change of under 1 s inside a segment does not split it
+    out = assign_speakers(Transcript([Segment(0.0, 5.0, "one two three four")], 5.0), [Turn(0.0, 4.5, 1), Turn(4.5, 5.0, 0)])
+    assert len(out.segments) == 1 and out.segments[0].speaker == "Speaker 2"
+    # names from the payload
+    out = assign_speakers(tr, turns, names={0: "Ada", 1: "Bob"})
+    assert [s.speaker for s in out.segments] == ["Ada", "Bob", "Ada"]
+
+
+def test_assign_speakers_segment_outside_turns_takes_nearest():
+    out = assign_speakers(Transcript([Segment(10.0, 11.0, "late")], 12.0), [Turn(0.0, 2.0, 0), Turn(8.0, 9.5, 1)])
+    assert out.segments[0].speaker == "Speaker 2"
+
+
+def test_split_text_prefers_sentence_ends():
+    assert _split_text("One two. Three four five six", [0.45, 0.55]) == ["One two.", "Three four five six"]
+    assert _split_text("a b c d", [1, 1]) == ["a b", "c d"]
+    assert _split_text("single", [1, 1]) == ["single", ""]
+
+
+def test_parse_speakers():
+    assert parse_speakers("auto") is None and parse_speakers(None) is None and parse_speakers("3") == 3
+    with pytest.raises(ValueError):
+        parse_speakers("many")
+    with pytest.raises(ValueError):
+        parse_speakers("0x")

@@ -100,7 +100,7 @@ class SpeakerEncoder:
         onnx = manifest.get("onnx") or {}
         return cls(Path(model_dir) / onnx.get("model", "speaker_encoder.onnx"), threads=threads, name=f"{TASK}/{manifest['version']}")
 
-    def embed(self, mels: np.ndarray, *, batch: int = 64) -> np.ndarray:
+    def embed(self, mels: np.ndarray, *, batch: int = 16) -> np.ndarray:
         """(n, frames, 40) mel windows -> (n, 256) embeddings."""
         mels = np.ascontiguousarray(mels, dtype=np.float32)
         if len(mels) == 0:
@@ -131,10 +131,13 @@ class DiarizeOptions:
     hop_s: float = 0.8  # between window starts (windows are 1.6 s)
     min_window_s: float = 0.5  # shorter speech regions get no embedding of their own
     max_speakers: int = 8
-    merge_cosine: float = 0.75  # clusters whose centroids are at least this similar are one speaker
+    merge_cosine: float = 0.86  # clusters whose centroids are at least this similar are one speaker
+    sub_cosine: float = 0.75  # ... or this similar, when one is heard only inside the other's speech regions
+    min_solo: float = 0.5  # (that is: leads the speech regions of less than this share of its windows)
     min_speaker_s: float = 3.0  # a cluster with less speech than this joins its nearest (short files: see cluster())
     min_speaker_fraction: float = 0.04  # ... or with less than this share of the speech
     switch_penalty: float = 0.15  # Viterbi: cost of a change of speaker between windows (cosine units)
+    window_level: bool = True  # each window brought to -30 dBFS before it is embedded (embed_windows)
     refine: bool = True  # place a change inside a speech region at the best 0.1 s step
     max_points: int = 2000  # windows clustered at most (a uniform subsample beyond; the rest by nearest centroid)
     seed: int = 0
@@ -181,17 +184,29 @@ def speech_windows(regions: Sequence[tuple[int, int]], opts: DiarizeOptions = Di
     return out
 
 
-def embed_windows(mels: np.ndarray, windows: Sequence[tuple[int, int, int]], encoder: SpeakerEncoder) -> np.ndarray:
-    """Embeddings of ``windows`` (frames into ``mels``): full windows batched, shorter ones grouped by length."""
+def embed_windows(
+    mels: np.ndarray, windows: Sequence[tuple[int, int, int]], encoder: SpeakerEncoder, *, audio: np.ndarray | None = None
+) -> np.ndarray:
+    """Embeddings of ``windows`` (frames into ``mels``): full windows batched, shorter ones grouped
+    by length. With ``audio`` (what ``mels`` was computed from), each window is first brought to
+    -30 dBFS on its own (its mels scaled by the square of the gain): the encoder works on mel power,
+    not its log, so a change of level alone moved a voice's embedding (a 12 dB step split one
+    speaker in two on the bench)."""
     emb = np.zeros((len(windows), 256), dtype=np.float32)
     by_len: dict[int, list[int]] = {}
     for i, (_, a, b) in enumerate(windows):
         by_len.setdefault(b - a, []).append(i)
+    target = 10 ** (TARGET_DBFS / 20)
     for n, idx in by_len.items():
         batch = np.zeros((len(idx), n, N_MELS), dtype=np.float32)
         for j, i in enumerate(idx):
             _, a, b = windows[i]
             seg = mels[a:b]
+            if audio is not None:
+                x = audio[a * HOP : b * HOP]
+                rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) if len(x) else 0.0
+                if rms > 1e-6:
+                    seg = seg * np.float32((target / rms) ** 2)
             batch[j, : len(seg)] = seg
         emb[idx] = encoder.embed(batch)
     return emb
@@ -284,11 +299,31 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def _solo_share(labels: np.ndarray, regions: np.ndarray, i: int) -> tuple[float, int]:
+    """Of cluster ``i``'s windows, the share in speech regions where ``i`` has most windows, and
+    the cluster that has most windows where ``i`` has not (-1 if none)."""
+    mine = labels == i
+    own, host = 0, {}
+    for r in np.unique(regions[mine]):
+        lab, cnt = np.unique(labels[regions == r], return_counts=True)
+        top = int(lab[int(np.argmax(cnt))])
+        n_i = int(np.sum(mine & (regions == r)))
+        if top == i:
+            own += n_i
+        else:
+            host[top] = host.get(top, 0) + n_i
+    return own / max(1, int(mine.sum())), max(host, key=host.__getitem__) if host else -1
+
+
 def merge_clusters(emb: np.ndarray, labels: np.ndarray, seconds: np.ndarray, *, merge_cosine: float, min_seconds: float,
-                   keep: int | None = None) -> np.ndarray:  # fmt: skip
+                   keep: int | None = None, regions: np.ndarray | None = None, sub_cosine: float = 0.75,
+                   min_solo: float = 0.5) -> np.ndarray:  # fmt: skip
     """Merge clusters while two centroids have a cosine of at least ``merge_cosine``, or a cluster
-    holds less than ``min_seconds`` of speech (into its nearest); with ``keep`` (a given speaker
-    count) only down to that many, and only by size."""
+    holds less than ``min_seconds`` of speech (into its nearest), or (with ``regions``, the speech
+    region of each window) a cluster is mostly heard inside another's speech regions, never on its
+    own (less than ``min_solo`` of its windows where it leads a region: a speaker changes at a
+    pause, a voice's own sub-mode does not), with a centroid cosine of at least ``sub_cosine`` to
+    that one. With ``keep`` (a given speaker count) only down to that many, and only by size."""
     labels = labels.copy()
     while True:
         ids = sorted(set(labels.tolist()))
@@ -299,6 +334,13 @@ def merge_clusters(emb: np.ndarray, labels: np.ndarray, seconds: np.ndarray, *, 
         sim = cents @ cents.T
         np.fill_diagonal(sim, -np.inf)
         small = int(np.argmin(dur))
+        sub = None
+        if keep is None and regions is not None:
+            for k in np.argsort(dur):
+                share, host = _solo_share(labels, regions, ids[int(k)])
+                if share < min_solo and host >= 0 and sim[int(k), ids.index(host)] >= sub_cosine:
+                    sub = (ids[int(k)], host)
+                    break
         if dur[small] < min_seconds:
             a, b = ids[small], ids[int(np.argmax(sim[small]))]
         elif keep is None and sim.max() >= merge_cosine:
@@ -306,15 +348,23 @@ def merge_clusters(emb: np.ndarray, labels: np.ndarray, seconds: np.ndarray, *, 
             a, b = ids[int(j)], ids[int(i)]
             if dur[int(j)] > dur[int(i)]:
                 a, b = b, a
+        elif sub is not None:
+            a, b = sub
         else:
             return labels
         labels[labels == a] = b
 
 
 def cluster(
-    emb: np.ndarray, seconds: np.ndarray, *, speakers: int | None = None, opts: DiarizeOptions = DiarizeOptions()
+    emb: np.ndarray,
+    seconds: np.ndarray,
+    *,
+    speakers: int | None = None,
+    opts: DiarizeOptions = DiarizeOptions(),
+    regions: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Speaker labels of the windows (0, 1, ... in order of appearance) and what was decided."""
+    """Speaker labels of the windows (0, 1, ... in order of appearance) and what was decided;
+    ``regions``: the speech region of each window (for the merge, :func:`merge_clusters`)."""
     n = len(emb)
     if n == 0:
         return np.zeros(0, dtype=int), {"eigengap_k": 0}
@@ -338,7 +388,10 @@ def cluster(
             (round(float(sim[i, j]), 3) for i in range(len(ids)) for j in range(i + 1, len(ids))), reverse=True
         )
         info["cluster_seconds"] = [round(float(seconds[labels == i].sum()), 1) for i in ids]
-    labels = merge_clusters(emb, labels, seconds, merge_cosine=opts.merge_cosine, min_seconds=min_s, keep=speakers)
+    labels = merge_clusters(
+        emb, labels, seconds, merge_cosine=opts.merge_cosine, min_seconds=min_s, keep=speakers, regions=regions,
+        sub_cosine=opts.sub_cosine, min_solo=opts.min_solo,
+    )  # fmt: skip
     info["clusters_before_merge"] = len(ids)
     return _relabel(labels), info
 
@@ -454,14 +507,15 @@ def diarize(
     t_vad = time.perf_counter()
     if speakers is not None and speakers < 1:
         raise ValueError(f"speakers must be at least 1 (or None for auto), got {speakers}")
-    mels = mel_spectrogram(normalize_volume(audio))
+    audio = normalize_volume(audio)
+    mels = mel_spectrogram(audio)
     windows = speech_windows(regions, opts)
-    emb = embed_windows(mels, windows, encoder)
+    emb = embed_windows(mels, windows, encoder, audio=audio if opts.window_level else None)
     t_emb = time.perf_counter()
     seconds = np.array([(b - a) * FRAME_S for _, a, b in windows]) if windows else np.zeros(0)
     # a window's weight in the cluster durations: its share of speech not shared with neighbours
     weight = np.minimum(seconds, opts.hop_s)
-    labels, info = cluster(emb, weight, speakers=speakers, opts=opts)
+    labels, info = cluster(emb, weight, speakers=speakers, opts=opts, regions=np.array([w[0] for w in windows], dtype=int))
     if len(set(labels.tolist())) > 1:
         labels = resegment(emb, labels, windows, penalty=opts.switch_penalty)
     refine = opts.refine and len(set(labels.tolist())) > 1
