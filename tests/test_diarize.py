@@ -1,9 +1,10 @@
-"""Speaker diarization: mel features, the exported encoder, clustering on real voices and segment
-assignment (docs/speakers.md)."""
+"""Speaker diarization: mel features, the exported encoder, clustering on real voices, segment
+assignment and the transcript formats (docs/speakers.md)."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from vidnotes.diarize import (
     parse_speakers,
     speech_windows,
 )
+from vidnotes.formats import get_writer
 from vidnotes.types import Segment, Transcript
 
 SR = 16000
@@ -277,3 +279,92 @@ def test_parse_speakers():
         parse_speakers("many")
     with pytest.raises(ValueError):
         parse_speakers("0x")
+
+
+# -- formats -----------------------------------------------------------------------------------
+
+
+def _diarized() -> Transcript:
+    return Transcript([Segment(0.0, 1.5, "Hello.", "Speaker 1"), Segment(1.6, 3.0, "Hi <there> & you", "Speaker 2")], duration=3.0)
+
+
+def test_formats_carry_the_speaker():
+    t = _diarized()
+    srt = get_writer("srt").render(t)
+    assert "[Speaker 1] Hello." in srt and "[Speaker 2] Hi <there> & you" in srt
+    vtt = get_writer("vtt").render(t)
+    assert "<v Speaker 1>Hello." in vtt and "<v Speaker 2>Hi &lt;there> &amp; you" in vtt
+    assert get_writer("txt").render(t).splitlines() == ["[Speaker 1] Hello.", "[Speaker 2] Hi <there> & you"]
+    data = json.loads(get_writer("json").render(t))
+    assert [s["speaker"] for s in data["segments"]] == ["Speaker 1", "Speaker 2"]
+    assert Transcript.from_dict(data).segments == t.segments
+
+
+def test_formats_without_speakers_unchanged():
+    t = Transcript([Segment(0.0, 1.0, "Hello.")], duration=1.0)
+    assert "speaker" not in json.loads(get_writer("json").render(t))["segments"][0]
+    assert "[" not in get_writer("srt").render(t) and "<v" not in get_writer("vtt").render(t)
+
+
+def test_notes_show_turns(tmp_path):
+    """notes.md and the PDF: a paragraph per speaker turn, the speaker before it; notes.json keeps it."""
+    import shutil
+    import subprocess
+
+    from vidnotes.notes import Chapter, Notes, paragraphs, transcript_units
+    from vidnotes.report import NotesDocument, render_markdown, render_notes
+
+    tr = Transcript(
+        [
+            Segment(0.0, 3.0, "Welcome to the seminar on bridges.", "Speaker 1"),
+            Segment(3.0, 6.0, "Today we look at arches.", "Speaker 1"),
+            Segment(6.5, 9.0, "Why do arches stand?", "Speaker 2"),
+            Segment(9.5, 12.0, "Because stone works in compression.", "Speaker 1"),
+        ],
+        duration=12.0,
+    )
+    units = transcript_units(tr)
+    paras = paragraphs(units)
+    assert [(p.speaker, p.text) for p in paras] == [
+        ("Speaker 1", "Welcome to the seminar on bridges. Today we look at arches."),
+        ("Speaker 2", "Why do arches stand?"),
+        ("Speaker 1", "Because stone works in compression."),
+    ]
+    notes = Notes("en", 12.0, [], [Chapter(0.0, 12.0, "Bridges", [], paras)], [], "extractive", "")
+    assert Notes.from_dict(notes.to_dict()).chapters[0].paragraphs == paras
+    doc = NotesDocument(title="Seminar", source="talk.mp4", duration=12.0, transcript=tr, notes=notes)
+    md = render_markdown(doc)
+    assert "**[0:00] Speaker 1:** Welcome" in md and "**[0:06] Speaker 2:** Why do arches stand?" in md
+    pdf = render_notes(doc, tmp_path / "notes.pdf")
+    if shutil.which("pdftotext"):
+        text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+        assert "Speaker 2: Why do arches stand?" in text
+
+
+def test_notes_without_speakers_unchanged():
+    from vidnotes.notes import paragraphs, transcript_units
+
+    tr = Transcript([Segment(0.0, 3.0, "One sentence here."), Segment(3.0, 6.0, "Another one.")], duration=6.0)
+    paras = paragraphs(transcript_units(tr))
+    assert len(paras) == 1 and paras[0].speaker is None and "speaker" not in paras[0].to_dict()
+
+
+@pytest.mark.models
+def test_cli_transcribe_speakers(store, tmp_path):
+    """`vidnotes transcribe -f json --speakers auto` on two real voices: a speaker on every segment,
+    both speakers present; SRT and VTT carry them; a bad --speakers is refused."""
+    from vidnotes.cli import main
+    from vidnotes.media import write_wav
+
+    audio, _ = _conversation(_prompts("en", 3), _prompts("it", 3), 6)
+    wav = tmp_path / "dialogue.wav"
+    write_wav(wav, audio)
+    out = tmp_path / "t.json"
+    assert main(["--store", str(store.root), "transcribe", str(wav), "-f", "json", "--speakers", "auto", "-o", str(out), "-q"]) == 0
+    data = json.loads(out.read_text())
+    speakers = [s.get("speaker") for s in data["segments"]]
+    assert data["segments"] and all(speakers) and set(speakers) == {"Speaker 1", "Speaker 2"}
+    assert main(["--store", str(store.root), "transcribe", str(wav), "-f", "all", "-d", str(tmp_path / "all"), "--speakers", "2", "-q"]) == 0
+    assert "<v Speaker 2>" in (tmp_path / "all" / "dialogue.vtt").read_text()
+    assert "[Speaker 1] " in (tmp_path / "all" / "dialogue.srt").read_text()
+    assert main(["--store", str(store.root), "transcribe", str(wav), "--speakers", "many", "-q"]) == 2

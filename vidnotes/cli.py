@@ -65,10 +65,28 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     audio = decode_audio(args.file, input_format=args.input_format)
     opts = TranscriptionOptions(batch_size=args.batch_size, language=args.language, vad=not args.no_vad)
     model.check_language(args.language)  # before decoding: a clear error (exit 2) for a language the model lacks
+    speakers = None
+    if args.speakers is not None:
+        from vidnotes.diarize import parse_speakers
+
+        speakers = parse_speakers(args.speakers)  # a bad value: exit 2 before any decoding
     t1 = time.perf_counter()
     info: dict[str, object] = {}
-    transcript = model.transcribe(audio, opts, progress=_progress("transcribing", args.quiet), stats=info)
+    speech = vad.speech(audio) if vad is not None and args.speakers is not None else None  # once, for both
+    transcript = model.transcribe(audio, opts, speech=speech, progress=_progress("transcribing", args.quiet), stats=info)
     took = time.perf_counter() - t1
+    diarized = ""
+    if args.speakers is not None:
+        from vidnotes.diarize import SpeakerEncoder, assign_speakers, diarize
+        from vidnotes.vad import SileroVad
+
+        t2 = time.perf_counter()
+        if speech is None:  # --no-vad: the speaker turns still need the speech regions
+            speech = SileroVad.from_store(store).speech(audio)
+        enc = SpeakerEncoder.from_store(store, threads=args.threads)
+        d = diarize(audio, enc, regions=[(r.start, r.end) for r in speech.regions], speakers=speakers)
+        transcript = assign_speakers(transcript, d.turns)
+        diarized = f", {d.speakers} speaker{'s' if d.speakers != 1 else ''} ({time.perf_counter() - t2:.2f} s, {enc.name})"
     if args.output_dir:
         out_dir = Path(args.output_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +108,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         lang = transcript.language + (f" (detected, p={info['language_probability']:.2f})" if info.get("language_windows") else "")
         print(
             f"{dur:.1f} s of audio in {took:.2f} s (real-time factor {took / max(dur, 1e-9):.3f}, "
-            f"model {manifest['version']} loaded in {load_s:.2f} s), language {lang}",
+            f"model {manifest['version']} loaded in {load_s:.2f} s), language {lang}{diarized}",
             file=sys.stderr,
         )
     return 0
@@ -329,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--language", default="auto", type=str.lower, help=LANGUAGE_HELP)
     t.add_argument("--input-format", help="force ffmpeg's input format for headerless files, e.g. g722")
     t.add_argument("--no-vad", action="store_true", help="no voice activity detection: decode every window that is not digitally silent (the path before Silero VAD)")
+    t.add_argument("--speakers", metavar="N|auto", help="label speakers (diarization, docs/speakers.md): auto = count estimated, or the number of speakers")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     t.set_defaults(func=cmd_transcribe)
 

@@ -29,6 +29,11 @@ def _cue_text(text: str) -> str:
     return "\n".join(line for line in text.strip().splitlines() if line.strip()) or "..."
 
 
+def _speaker_prefix(speaker: str | None) -> str:
+    """``[Speaker 1] `` before a diarized segment's text (TXT, SRT); nothing without a speaker."""
+    return f"[{' '.join(speaker.split())}] " if speaker else ""
+
+
 class ResultWriter(ABC):
     extension: ClassVar[str]
 
@@ -54,7 +59,7 @@ class WriteTXT(ResultWriter):
 
     def write(self, transcript: Transcript, file: TextIO) -> None:
         for seg in transcript.segments:
-            print(seg.text.strip(), file=file)
+            print(_speaker_prefix(seg.speaker) + seg.text.strip(), file=file)
 
 
 class WriteSRT(ResultWriter):
@@ -66,7 +71,7 @@ class WriteSRT(ResultWriter):
             end = format_timestamp(seg.end, decimal=",", always_hours=True)
             # a line of the text that looks like a timing line would start a cue of its own, and
             # SRT has no escapes: "-->" inside the text becomes "->"
-            text = _cue_text(seg.text).replace("-->", "->")
+            text = _speaker_prefix(seg.speaker) + _cue_text(seg.text).replace("-->", "->")
             print(f"{i}\n{start} --> {end}\n{text}\n", file=file)
 
 
@@ -78,6 +83,10 @@ class WriteVTT(ResultWriter):
         for seg in transcript.segments:
             # "-->" inside a cue would end its timing line; "<" and "&" are markup in VTT
             text = _cue_text(seg.text).replace("&", "&amp;").replace("<", "&lt;").replace("-->", "--&gt;")
+            if seg.speaker:
+                # a voice span: <v Speaker 1>text (the annotation ends at ">", so none in the name)
+                name = " ".join(seg.speaker.replace(">", "").replace("&", "&amp;").replace("<", "&lt;").split())
+                text = f"<v {name}>{text}"
             print(f"{format_timestamp(seg.start)} --> {format_timestamp(seg.end)}\n{text}\n", file=file)
 
 

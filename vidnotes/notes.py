@@ -77,6 +77,7 @@ class Unit:
     start: float
     end: float
     pause: float = 0.0
+    speaker: str | None = None  # of a diarized transcript (its segment's), else None
 
 
 @dataclass(slots=True)
@@ -93,9 +94,13 @@ class Paragraph:
     start: float
     end: float
     text: str
+    speaker: str | None = None  # one speaker's turn (a diarized transcript), else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"start": round(self.start, 2), "end": round(self.end, 2), "text": self.text}
+        d: dict[str, Any] = {"start": round(self.start, 2), "end": round(self.end, 2), "text": self.text}
+        if self.speaker is not None:
+            d["speaker"] = self.speaker
+        return d
 
 
 @dataclass(slots=True)
@@ -170,7 +175,10 @@ class Notes:
                 end=float(c["end"]),
                 title=str(c["title"]),
                 key_points=[Sentence(str(t), float(s)) for t, s in zip(c["key_points"], c.get("key_point_starts") or [c["start"]] * len(c["key_points"]))],
-                paragraphs=[Paragraph(float(p["start"]), float(p["end"]), str(p["text"])) for p in c.get("paragraphs", [])],
+                paragraphs=[
+                    Paragraph(float(p["start"]), float(p["end"]), str(p["text"]), None if p.get("speaker") is None else str(p["speaker"]))
+                    for p in c.get("paragraphs", [])
+                ],
             )
             for c in d["chapters"]
         ]
@@ -375,21 +383,26 @@ def _pieces(text: str) -> list[tuple[str, bool]]:
 def transcript_units(transcript: Transcript, *, max_words: int = 40) -> list[Unit]:
     """Sentences of the transcript with times. A piece's time inside its segment is interpolated
     by characters; a sentence without end punctuation is closed at a segment end once it has
-    ``max_words`` words (an unpunctuated transcript becomes segment-sized units)."""
+    ``max_words`` words (an unpunctuated transcript becomes segment-sized units), and at a change
+    of speaker (a diarized transcript)."""
     units: list[Unit] = []
     buf: list[str] = []
     b_start = b_end = 0.0
     prev_end = 0.0
+    speaker: str | None = None
 
     def flush() -> None:
         nonlocal buf, prev_end
         text = " ".join(buf).strip()
         if text:
-            units.append(Unit(text, b_start, max(b_end, b_start), max(0.0, b_start - prev_end)))
+            units.append(Unit(text, b_start, max(b_end, b_start), max(0.0, b_start - prev_end), speaker))
             prev_end = max(b_end, b_start)
         buf = []
 
     for seg in transcript.segments:
+        if seg.speaker != speaker:
+            flush()
+            speaker = seg.speaker
         pieces = _pieces(seg.text)
         total = sum(len(p) for p, _ in pieces) or 1
         pos = 0
@@ -1069,18 +1082,19 @@ def _first_time(unit: Unit, keys: Sequence[str]) -> float:
 
 def paragraphs(units: Sequence[Unit], *, target_words: int = 80, min_words: int = 30, pause: float = 1.2) -> list[Paragraph]:
     """Units packed into paragraphs: a new one after ``target_words`` words, or after
-    ``min_words`` words at a pause of ``pause`` seconds or more."""
+    ``min_words`` words at a pause of ``pause`` seconds or more, and at every change of speaker
+    (a diarized transcript: one paragraph per turn at least)."""
     out: list[Paragraph] = []
     cur: list[Unit] = []
     n = 0
     for u in units:
-        if cur and (n >= target_words or (n >= min_words and u.pause >= pause)):
-            out.append(Paragraph(cur[0].start, cur[-1].end, " ".join(x.text for x in cur)))
+        if cur and (n >= target_words or (n >= min_words and u.pause >= pause) or u.speaker != cur[-1].speaker):
+            out.append(Paragraph(cur[0].start, cur[-1].end, " ".join(x.text for x in cur), cur[0].speaker))
             cur, n = [], 0
         cur.append(u)
         n += len(words(u.text))
     if cur:
-        out.append(Paragraph(cur[0].start, cur[-1].end, " ".join(x.text for x in cur)))
+        out.append(Paragraph(cur[0].start, cur[-1].end, " ".join(x.text for x in cur), cur[0].speaker))
     return out
 
 

@@ -137,6 +137,12 @@ def _p(text: str, style: ParagraphStyle) -> Paragraph:
     return Paragraph(_x(text), style)
 
 
+def _turn(p: Any, style: ParagraphStyle) -> Paragraph:
+    """A transcript paragraph, its speaker in bold before it when the transcript is diarized."""
+    who = f'<b><font color="#1d3557">{_x(p.speaker)}:</font></b> ' if getattr(p, "speaker", None) else ""
+    return Paragraph(who + _x(p.text), style)
+
+
 class _Doc(SimpleDocTemplate):
     """Adds a PDF outline entry for every flowable that carries ``_outline`` (title, key, level)."""
 
@@ -198,7 +204,7 @@ def render_notes(doc: NotesDocument, out: Path) -> Path:
         if not c.paragraphs:
             continue
         story.append(Paragraph(f'<a name="tr{i}"/>{_x(_chapter_label(i, c.title))}', st["h3"]))
-        rows = [[_p(clock(p.start), st["time"]), _p(p.text, st["body"])] for p in c.paragraphs]
+        rows = [[_p(clock(p.start), st["time"]), _turn(p, st["body"])] for p in c.paragraphs]
         t = Table(rows, colWidths=[14 * mm, 156 * mm], hAlign="LEFT")
         t.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("BOTTOMPADDING", (0, 0), (-1, -1), 4), ("LEFTPADDING", (0, 0), (0, -1), 0)]))
         story.append(t)
@@ -259,7 +265,8 @@ def render_markdown(doc: NotesDocument) -> str:
             continue
         lines += [f"### {i}. {md_escape(c.title)}", ""]
         for p in c.paragraphs:
-            lines += [f"**[{clock(p.start)}]** {md_escape(p.text)}", ""]
+            who = f" {md_escape(p.speaker)}:" if p.speaker else ""
+            lines += [f"**[{clock(p.start)}]{who}** {md_escape(p.text)}", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
