@@ -3,14 +3,16 @@
 # poppler-utils (pdftotext in tests), and the Asterisk prompts (real speech with transcripts:
 # English, Russian, French, Spanish, Italian).
 # `system-deps.sh bench` adds the text sources of bench/bench_chapters.py: prose documents
-# (debian-handbook, python3.11-doc, manpages-ru).
+# (debian-handbook, python3.11-doc, manpages-ru), and the Fish Fillets NG voices of bench/bench_diarize.py.
 set -euo pipefail
 PKGS=(ffmpeg espeak-ng sox poppler-utils asterisk-core-sounds-en asterisk-core-sounds-en-g722 pocketsphinx-testdata)
 for lang in ru fr es it; do  # real speech in other languages (text + 8 kHz audio): tests and benchmarks
   PKGS+=("asterisk-core-sounds-$lang" "asterisk-core-sounds-$lang-wav")
 done
 if [ "${1:-}" = "bench" ]; then
-  PKGS+=(debian-handbook python3.11-doc manpages-ru)
+  # prose documents (bench_chapters.py); the acted Czech and Dutch dialogue of Fish Fillets NG, two
+  # main voices each (bench_diarize.py)
+  PKGS+=(debian-handbook python3.11-doc manpages-ru fillets-ng-data fillets-ng-data-cs fillets-ng-data-nl)
 fi
 missing=()
 for p in "${PKGS[@]}"; do
