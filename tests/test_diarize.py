@@ -368,3 +368,23 @@ def test_cli_transcribe_speakers(store, tmp_path):
     assert "<v Speaker 2>" in (tmp_path / "all" / "dialogue.vtt").read_text()
     assert "[Speaker 1] " in (tmp_path / "all" / "dialogue.srt").read_text()
     assert main(["--store", str(store.root), "transcribe", str(wav), "--speakers", "many", "-q"]) == 2
+
+
+@pytest.mark.models
+def test_run_with_speakers_notes_show_turns(store, tmp_path):
+    """`vidnotes run --speakers auto`: speakers.json in the job, a speaker on every transcript
+    segment, turns in notes.md."""
+    from vidnotes.media import write_wav
+    from vidnotes.pipeline import run_local
+
+    audio, _ = _conversation(_prompts("en", 3), _prompts("it", 3), 6)
+    wav = tmp_path / "in" / "dialogue.wav"
+    wav.parent.mkdir()
+    write_wav(wav, audio)
+    pdf = run_local(wav, tmp_path / "out", store=store, say=lambda m: None, speakers="auto")
+    job = pdf.parent
+    turns = json.loads((job / "speakers.json").read_text())
+    assert turns["speakers"] == 2 and turns["turns"]
+    segs = json.loads((job / "transcript.json").read_text())["segments"]
+    assert {s["speaker"] for s in segs} == {"Speaker 1", "Speaker 2"}
+    assert "Speaker 2:**" in (job / "notes.md").read_text()

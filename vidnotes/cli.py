@@ -184,7 +184,13 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from vidnotes.pipeline import run_local
 
-    pdf = run_local(Path(args.video), Path(args.out), store=_store(args), language=args.language, whisper_version=args.model_version)
+    if args.speakers is not None:
+        from vidnotes.diarize import parse_speakers
+
+        parse_speakers(args.speakers)  # a bad value: exit 2 before any work
+    pdf = run_local(
+        Path(args.video), Path(args.out), store=_store(args), language=args.language, whisper_version=args.model_version, speakers=args.speakers
+    )
     print(pdf)
     print(pdf.with_name("notes.md"))
     return 0
@@ -376,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="build/notes", help="results directory (default: %(default)s)")
     r.add_argument("--language", default="auto", type=str.lower, help=LANGUAGE_HELP)
     r.add_argument("--model-version", help="a whisper version in the store, e.g. the multilingual base (default: its CURRENT)")
+    r.add_argument("--speakers", metavar="N|auto", help="label speakers in the transcript and the notes (docs/speakers.md)")
     r.set_defaults(func=cmd_run)
 
     m = sub.add_parser("models", help="build or list the model store")

@@ -269,14 +269,51 @@ def merge_segments(results: Storage, job: Layout) -> Transcript:
     return Transcript(segments=segments, duration=duration, language=language, model=", ".join(sorted(models)))
 
 
+SPEAKERS_KEY = "speakers.json"  # jobs/<job_id>/speakers.json: speaker turns (docs/speakers.md)
+
+
+def diarize_job(job_id: str, *, results: Storage, encoder: Any, work: Path, speakers: int | None = None) -> dict[str, Any]:
+    """Speaker turns of the whole job (``encoder``: a :class:`~vidnotes.diarize.SpeakerEncoder`),
+    over the speech regions extract_audio found (``chunks.json``), written to ``speakers.json``;
+    summarize assigns them to the transcript. Same chunks, model and count: the same file."""
+    import numpy as np
+
+    from vidnotes.audio import SAMPLE_RATE
+    from vidnotes.diarize import diarize
+
+    job = Layout(job_id)
+    try:
+        table = sorted(read_chunks(results, job), key=lambda c: c["index"])
+    except NotFound as e:
+        raise InputError("no_job", f"job {job_id} has no extracted audio; run extract_audio first") from e
+    parts, regions = [], []
+    for c in table:
+        parts.append(read_wav(results.download(c["key"], work / f"{c['index']:05d}.wav")))
+        regions += [(round(a * SAMPLE_RATE), round(b * SAMPLE_RATE)) for a, b in c.get("speech") or []]
+    audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+    d = diarize(audio, encoder, regions=regions, speakers=speakers)
+    data = d.to_dict()
+    data["stats"].pop("seconds", None)  # timings vary between runs: keep the file a function of its input
+    data["stats"].pop("times_real_time", None)
+    jobs.put_json(results, job.key(SPEAKERS_KEY), data)
+    return data
+
+
 def summarize(req: jobs.JobRequest, *, results: Storage, builder: Any) -> jobs.SummarizeResult:
     """The job's transcript in every format, and its notes (``notes.json``) from ``builder``
-    (a :class:`~vidnotes.notes.NotesBuilder`)."""
+    (a :class:`~vidnotes.notes.NotesBuilder`); with the job's ``speakers.json`` (diarize_job),
+    every segment carries its speaker."""
     job = Layout(req.job_id)
     try:
         transcript = merge_segments(results, job)
     except NotFound as e:
         raise InputError("no_job", f"job {req.job_id} has no extracted audio; run extract_audio first") from e
+    if results.exists(job.key(SPEAKERS_KEY)):
+        import json
+
+        from vidnotes.diarize import Diarization, assign_speakers
+
+        transcript = assign_speakers(transcript, Diarization.from_dict(json.loads(results.get_bytes(job.key(SPEAKERS_KEY)))).turns)
     keys = {}
     for fmt in FORMATS:
         keys[fmt] = job.transcript(fmt)
