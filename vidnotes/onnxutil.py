@@ -14,12 +14,14 @@ from pathlib import Path
 import onnxruntime as ort
 
 THREADS_ENV = "VIDNOTES_THREADS"
-# Allocations of at least this size are mmap'ed, and so given back to the system when freed.
-# glibc's default threshold grows with every large block freed (up to 32 MiB), after which
-# onnxruntime's per-run buffers (the cross-attention keys/values of a batch, encoder activations)
-# come from the heap and stay resident: transcribe's peak RSS at batch 8 was 480 MB with the
-# default, 396 MB with 1 MiB (docs/pipeline.md, "Memory").
-MMAP_THRESHOLD = 1 << 20
+# $VIDNOTES_MMAP_THRESHOLD (bytes): allocations of at least this size are mmap'ed, and so given
+# back to the system when freed. Off (0) by default: glibc's own threshold grows with every large
+# block freed (up to 32 MiB), after which onnxruntime's per-run buffers come from the heap and stay
+# resident, which costs memory and saves page faults. Measured on varied-en/asterisk-en (tiny.en,
+# batch 8, 2 threads): peak RSS 480-506 MB by default, 398-428 MB at 1 MiB, but transcription 35-45%
+# slower at 1 MiB and ~20% at 16 MiB on this 2-core VM, where page faults are dear (docs/pipeline.md).
+MMAP_THRESHOLD = 0
+MMAP_THRESHOLD_ENV = "VIDNOTES_MMAP_THRESHOLD"
 _M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc malloc.h)
 
 
@@ -54,10 +56,19 @@ def session_options(*, threads: int | None = None) -> ort.SessionOptions:
 
 
 @functools.cache
-def release_large_buffers(threshold: int = MMAP_THRESHOLD) -> bool:
-    """Fix glibc's mmap threshold at ``threshold`` bytes for this process (once; what
-    ``MALLOC_MMAP_THRESHOLD_`` does at start-up), so freed large buffers leave the resident set.
-    False where the C library is not glibc (nothing changes there)."""
+def release_large_buffers(threshold: int | None = None) -> bool:
+    """Fix glibc's mmap threshold at ``threshold`` bytes (default ``$VIDNOTES_MMAP_THRESHOLD``,
+    else ``MMAP_THRESHOLD``: off) for this process, once (what ``MALLOC_MMAP_THRESHOLD_`` does at
+    start-up), so freed large buffers leave the resident set. False where it is 0 or the C
+    library is not glibc (nothing changes then)."""
+    if threshold is None:
+        raw = os.environ.get(MMAP_THRESHOLD_ENV, "").strip()
+        try:
+            threshold = int(raw) if raw else MMAP_THRESHOLD
+        except ValueError as e:
+            raise ValueError(f"{MMAP_THRESHOLD_ENV} must be a number of bytes, got {raw!r}") from e
+    if threshold <= 0:
+        return False
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name or "libc.so.6")
