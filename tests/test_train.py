@@ -14,11 +14,13 @@ import tempfile
 import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vidnotes.deploy import copy_version
+from vidnotes.features import log_mel_batch
 from vidnotes.store import ModelStore
-from vidnotes.train import DatasetError, read_manifest, read_train_log
+from vidnotes.train import DatasetError, load_audio, read_manifest, read_train_log
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "vidnotes.cli"]
@@ -182,6 +184,36 @@ def test_cached_cross_attention_gives_the_same_loss(dataset, temp_store):
     assert "past_key_values" in t._collate(cached, idx) and "past_key_values" not in t._collate(plain, idx)
     assert not any(p.requires_grad for p in t.model.model.encoder.parameters())
     assert not t.model.model.decoder.embed_tokens.weight.requires_grad
+
+
+def test_decoder_trains_on_the_served_int8_encoder(dataset, temp_store):
+    """Decoder mode learns on the output of the int8 ONNX encoder that serves the model (the
+    store's file of the initial version), not on PyTorch's fp32 encoder; `encoder: torch` opts out."""
+    import torch
+
+    from vidnotes.onnxutil import make_session
+    from vidnotes.train import TrainConfig, Trainer
+
+    examples = [e for e in read_manifest(dataset / "manifest.jsonl") if e.split == "train"][:2]
+    hidden = {}
+    for mode in ("served", "torch"):
+        t = Trainer(TrainConfig(data=str(dataset), encoder=mode), dataset / "unused-run", store=temp_store,
+                    sources_cache=REPO / "build" / "models" / "sources", threads=2)
+        t._load()
+        assert (t.served_encoder is not None) == (mode == "served")
+        hidden[mode] = t._prepare(dataset, examples, f"train-{mode}", cross=False).hidden
+        if mode == "served":
+            local, _ = temp_store.fetch("whisper", temp_store.current("whisper"))
+            feats = log_mel_batch([load_audio(dataset, e) for e in examples], n_mels=int(t.model.config.num_mel_bins))
+            enc = make_session(Path(local) / "encoder_model.onnx", threads=2)
+            ort_out = np.concatenate([enc.run(None, {"input_features": feats[i : i + 1]})[0] for i in range(len(feats))])  # as served: one window a call
+            assert np.allclose(hidden["served"].numpy(), ort_out, atol=1e-6)
+        else:
+            with torch.no_grad():
+                ref = t.model.model.encoder(torch.from_numpy(feats)).last_hidden_state
+            assert torch.allclose(hidden["torch"], ref, atol=1e-5)
+    gap = ((hidden["served"] - hidden["torch"]).abs().mean() / hidden["torch"].abs().mean()).item()
+    assert 1e-4 < gap < 0.25, gap  # int8 moves the features, a little (relative mean difference)
 
 
 def test_full_mode_trains_every_weight(dataset, temp_store, tmp_path):

@@ -259,7 +259,7 @@ def cmd_models_use(args: argparse.Namespace) -> int:
 
 
 TRAIN_SETTINGS = ("data", "init", "train", "steps", "batch_size", "lr", "warmup_steps", "weight_decay", "max_grad_norm", "seed",
-                  "checkpoint_every", "eval_every", "language", "max_train", "max_test", "l2sp", "regression", "max_regression",
+                  "checkpoint_every", "eval_every", "language", "max_train", "max_test", "l2sp", "encoder", "regression", "max_regression",
                   "max_wer_increase", "require_improvement", "max_regression_increase", "tracking", "experiment")  # fmt: skip
 
 
@@ -460,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--max-train", type=int, help="use only the first N train examples")
     rn.add_argument("--max-test", type=int, help="use only the first N test examples")
     rn.add_argument("--l2sp", type=float, help="L2 pull towards the initial weights (L2-SP strength) [0: off]")
+    rn.add_argument("--encoder", choices=("served", "torch"),
+                    help="decoder mode: train on the store's int8 ONNX encoder output (served) or PyTorch's [served]")
     rn.add_argument("--regression", choices=("varied-en", "none"), help="held-out general speech scored at each eval and by the gate [varied-en]")
     rn.add_argument("--max-regression", type=int, help="use only the first N regression recordings")
     rn.add_argument("--max-regression-increase", type=float, help="gate: how much worse (absolute WER) than CURRENT's the regression WER may be [0.005]")

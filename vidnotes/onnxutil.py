@@ -19,7 +19,7 @@ THREADS_ENV = "VIDNOTES_THREADS"
 # block freed (up to 32 MiB), after which onnxruntime's per-run buffers come from the heap and stay
 # resident, which costs memory and saves page faults. Measured on varied-en/asterisk-en (tiny.en,
 # batch 8, 2 threads): peak RSS 480-506 MB by default, 398-428 MB at 1 MiB, but transcription 35-45%
-# slower at 1 MiB and ~20% at 16 MiB on this 2-core VM, where page faults are dear (docs/pipeline.md).
+# slower at 1 MiB and ~20% at 16 MiB on this 2-core VM, where page faults are dear (README, "Quality and speed").
 MMAP_THRESHOLD = 0
 MMAP_THRESHOLD_ENV = "VIDNOTES_MMAP_THRESHOLD"
 _M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc malloc.h)

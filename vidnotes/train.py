@@ -52,6 +52,7 @@ from vidnotes.wer import wer
 MANIFEST_FILE = "manifest.jsonl"
 SPLITS = ("train", "test")
 REGRESSION_SETS = ("varied-en", "none")
+ENCODERS = ("served", "torch")
 TASK = "whisper"
 EVAL_BATCH = 8
 KEEP_CHECKPOINTS = 2
@@ -244,6 +245,10 @@ class TrainConfig:
     max_train: int | None = None  # first N train examples (quick runs)
     max_test: int | None = None
     l2sp: float = 0.0  # strength of the L2 pull towards the initial weights (L2-SP); 0 = off
+    # decoder mode: the encoder output the decoder trains on. "served": the int8 ONNX encoder the
+    # store serves (init a store version), so the decoder learns the features it will get; "torch":
+    # the PyTorch fp32 encoder
+    encoder: str = "served"
     regression: str = "varied-en"  # held-out general speech scored at each eval and in the gate: varied-en | none
     max_regression: int | None = None  # first N regression recordings (quick runs)
     max_wer_increase: float = 0.0  # gate: domain WER may be this much (absolute) worse than CURRENT's
@@ -260,6 +265,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.warmup_steps < 0 or self.lr <= 0:
             raise ValueError("warmup_steps must be >= 0 and lr > 0")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, not {self.encoder!r}")
         if self.regression not in REGRESSION_SETS:
             raise ValueError(f"regression must be one of {REGRESSION_SETS}, not {self.regression!r}")
         if self.l2sp < 0 or self.max_wer_increase < 0 or self.max_regression_increase < 0:
@@ -374,8 +381,39 @@ class Trainer:
         self.prompt = self.tok.sot_sequence(cfg.language) + [self.tok.no_timestamps]
         self.groups, self.n_trainable = _param_groups(self.model, cfg.train, cfg.weight_decay)
         self.max_len = int(self.model.config.max_target_positions)
+        self.served_encoder = self._served_encoder()
         # L2-SP: the initial weights the trained ones are pulled towards (not a checkpoint's: resume keeps the anchor)
         self.anchor = [p.detach().clone() for g in self.groups for p in g["params"]] if cfg.l2sp > 0 else []
+
+    def _served_encoder(self) -> Any:
+        """The int8 ONNX encoder session the store serves with the initial version (decoder mode,
+        ``encoder: served``), or None: the PyTorch encoder is used. The decoder fine-tuned on the
+        served encoder's output does not lose what it learned when the model is exported: the
+        encoder is frozen, so its int8 file is the same after training (docs/training.md)."""
+        cfg = self.config
+        version = self.init_info.get("version")
+        if cfg.train != "decoder" or cfg.encoder != "served":
+            return None
+        if not version:
+            log(f"encoder: PyTorch (the initial checkpoint {self.init_info['spec']} is not a store version, so no served encoder)")
+            return None
+        from vidnotes.onnxutil import make_session
+
+        local, _manifest = self.store.fetch(TASK, version)
+        path = Path(local) / "encoder_model.onnx"
+        log(f"encoder: the served int8 ONNX encoder of whisper/{version}")
+        return make_session(path, threads=self.threads)
+
+    def _encode(self, features: Any) -> Any:
+        """Encoder output for a batch of log-mel features (torch tensors in and out)."""
+        import torch
+
+        if self.served_encoder is None:
+            return self.model.model.encoder(features).last_hidden_state
+        feats = features.numpy().astype(np.float32, copy=False)
+        # one window per call, as transcription runs it: batched, its attention maps (1500 x 1500 per head) make it slower
+        out = [self.served_encoder.run(None, {"input_features": feats[i : i + 1]})[0] for i in range(len(feats))]
+        return torch.from_numpy(np.concatenate(out))
 
     def _encode_labels(self, text: str) -> tuple[list[int], list[int]]:
         ids = self.tok.tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids
@@ -391,7 +429,8 @@ class Trainer:
         import torch
         from tqdm import tqdm
 
-        key = (str(self.init_dir), str(root), tuple(ex.audio for ex in examples), tuple(ex.text for ex in examples), self.config.train, cross)
+        key = (str(self.init_dir), str(root), tuple(ex.audio for ex in examples), tuple(ex.text for ex in examples), self.config.train, cross,
+               self.served_encoder is not None)
         if Trainer.prepared_cache is not None and key in Trainer.prepared_cache:
             return Trainer.prepared_cache[key]
         dec_in, labels = zip(*(self._encode_labels(ex.text) for ex in examples)) if examples else ((), ())
@@ -415,7 +454,7 @@ class Trainer:
                 if self.config.train == "full":
                     prep.features = put(prep.features, i, f)
                 else:
-                    h = self.model.model.encoder(f).last_hidden_state
+                    h = self._encode(f)
                     prep.hidden = put(prep.hidden, i, h)
                     for j, layer in enumerate(layers if cross else []):
                         att = layer.encoder_attn

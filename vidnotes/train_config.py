@@ -29,6 +29,7 @@ class TrainFile(BaseModel):
     weight_decay: float | None = Field(None, ge=0)
     max_grad_norm: float | None = Field(None, gt=0)
     l2sp: float | None = Field(None, ge=0)
+    encoder: Literal["served", "torch"] | None = None
     seed: int | None = None
     checkpoint_every: int | None = Field(None, ge=1)
     eval_every: int | None = Field(None, ge=1)
