@@ -6,6 +6,8 @@ importing this module stays cheap).
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
 import re
 import shutil
@@ -29,6 +31,23 @@ _EXTERNAL_DATA_SUFFIXES = (".onnx_data", ".onnx.data", ".data")
 def log(msg: str) -> None:
     """A progress message on stderr."""
     print(f"[vidnotes.export] {msg}", file=sys.stderr, flush=True)
+
+
+def installed_package_dir(module: str, *, install_hint: str = "pip install -e '.[export]'") -> Path:
+    """The directory of the installed package ``module``, found without importing it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the {module} package is not installed: {install_hint}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def package_license(dist: str) -> Path | None:
+    """The LICENSE file the distribution ``dist`` installed, if any."""
+    d = importlib.metadata.distribution(dist)
+    for f in d.files or []:
+        if f.name.upper().startswith("LICENSE"):
+            return Path(str(d.locate_file(f)))
+    return None
 
 
 def dir_size_mb(path: Path, *, pattern: str = "*") -> float:

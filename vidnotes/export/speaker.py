@@ -17,7 +17,6 @@ Inference (:mod:`vidnotes.diarize`) reads only the published ``.onnx``.
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import shutil
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from vidnotes.export.onnx_tools import log
+from vidnotes.export.onnx_tools import installed_package_dir, log, package_license
 from vidnotes.store import ModelStore
 
 TASK = "speaker"
@@ -40,21 +39,10 @@ MIN_COSINE = 0.99999
 
 def package_dir() -> Path:
     """``resemblyzer/`` of the installed package, found without importing it."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the resemblyzer package is not installed: pip install -e '.[export]'")
-    d = Path(next(iter(spec.submodule_search_locations)))
+    d = installed_package_dir(PACKAGE)
     if not (d / "pretrained.pt").is_file():
         raise FileNotFoundError(f"{d}/pretrained.pt missing; reinstall resemblyzer")
     return d
-
-
-def license_file() -> Path | None:
-    dist = importlib.metadata.distribution(PACKAGE)
-    for f in dist.files or []:
-        if f.name.upper().startswith("LICENSE"):
-            return Path(str(dist.locate_file(f)))
-    return None
 
 
 def load_encoder(weights: Path | None = None) -> Any:
@@ -165,7 +153,7 @@ def export_speaker(store: ModelStore, *, work_dir: Path, version: str | None = N
     bad = [k for k, v in parity.items() if isinstance(v, dict) and (v["max_abs_diff"] > MAX_ABS_DIFF or v["min_cosine"] < MIN_COSINE)]
     if bad:
         raise RuntimeError(f"the ONNX speaker encoder differs from torch on {bad}: {parity}")
-    lic = license_file()
+    lic = package_license(PACKAGE)
     if lic and lic.is_file():
         shutil.copy2(lic, pub / "LICENSE")
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()[:10]

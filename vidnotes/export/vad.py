@@ -13,7 +13,6 @@ published ``.onnx``: it never imports the package or torch.
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import json
 import shutil
 import time
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from vidnotes.export.onnx_tools import log
+from vidnotes.export.onnx_tools import installed_package_dir, log, package_license
 from vidnotes.store import ModelStore
 
 TASK = "vad"
@@ -41,22 +40,11 @@ PARITY_GAP_S = 0.5
 
 def package_dir() -> Path:
     """``silero_vad/data`` of the installed package, found without importing it (it imports torch)."""
-    spec = importlib.util.find_spec("silero_vad")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the silero-vad package is not installed: pip install -e '.[export]'")
-    d = Path(next(iter(spec.submodule_search_locations))) / "data"
+    d = installed_package_dir("silero_vad") / "data"
     missing = [n for n in CANDIDATES.values() if not (d / n).is_file()]
     if missing:
         raise FileNotFoundError(f"{d}: {', '.join(missing)} missing; reinstall silero-vad")
     return d
-
-
-def license_file() -> Path | None:
-    dist = importlib.metadata.distribution(PACKAGE)
-    for f in dist.files or []:
-        if f.name.upper().startswith("LICENSE"):
-            return Path(str(dist.locate_file(f)))
-    return None
 
 
 def parity_audio(n: int = PARITY_RECORDINGS) -> tuple[np.ndarray, list[str]]:
@@ -141,7 +129,7 @@ def export_vad(store: ModelStore, *, work_dir: Path, version: str | None = None)
         shutil.rmtree(pub)
     pub.mkdir(parents=True)
     shutil.copy2(src / CANDIDATES[chosen], pub / CANDIDATES[chosen])
-    lic = license_file()
+    lic = package_license(PACKAGE)
     if lic and lic.is_file():
         shutil.copy2(lic, pub / "LICENSE")
     version = version or f"silero-vad-{pkg_version}-{chosen}"
