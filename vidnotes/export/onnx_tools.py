@@ -162,10 +162,12 @@ def quantize_int8(
     *,
     per_channel: bool = False,
     nodes_to_exclude: Sequence[str] = (),
+    fp32_files: Sequence[str] = (),
 ) -> None:
     """Dynamic int8 quantization (QInt8 weights) of every ``*.onnx`` in ``src`` into ``dst``,
     If-subgraphs included (merged decoders); the non-ONNX files are copied alongside.
-    ``nodes_to_exclude`` names nodes left in fp32 (sensitive layers)."""
+    ``nodes_to_exclude`` names nodes left in fp32 (sensitive layers); ``fp32_files`` names models
+    copied unquantized."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     src, dst = Path(src), Path(dst)
@@ -177,6 +179,10 @@ def quantize_int8(
     dst.mkdir(parents=True)
     t0 = time.perf_counter()
     for m in models:
+        if m.name in fp32_files:
+            log(f"keeping {m.name} fp32")
+            shutil.copy2(m, dst / m.name)
+            continue
         note = (" per-channel" if per_channel else "") + (f", {len(nodes_to_exclude)} nodes kept fp32" if nodes_to_exclude else "")
         log(f"quantizing {m.name} to int8{note} ...")
         external = any((src / (m.name + s)).exists() or (src / (m.stem + s)).exists() for s in _EXTERNAL_DATA_SUFFIXES)
