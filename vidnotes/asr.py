@@ -99,6 +99,22 @@ class Span:
             pos += n + PACK_GAP
         return self.end
 
+    def range_to_original(self, t0: int, t1: int) -> tuple[int, int]:
+        """A stretch of the joined audio as one of the original, inside a single piece: the one
+        that holds most of it. Whisper's timestamps are off by a few tenths of a second, so a
+        segment of one piece can start in the tail of the piece before; mapped end by end, it would
+        span the pause that packing left out."""
+        pos, best, best_k = 0, -1, 0
+        for k, p in enumerate(self.pieces):
+            n = p.end - p.start
+            overlap = min(t1, pos + n) - max(t0, pos)
+            if overlap > best:
+                best, best_k = overlap, k
+            pos += n + PACK_GAP
+        a, b = self.to_original(t0), self.to_original(t1)
+        piece = self.pieces[best_k]
+        return min(max(a, piece.start), piece.end), min(max(b, piece.start), piece.end)
+
 
 Slot = Window | Span  # what one row of a Whisper batch decodes
 
@@ -462,9 +478,14 @@ class WhisperOnnx:
 
         def emit(end: float) -> None:
             s = tok.decode(text).strip()
-            if s:
-                a = place(start or 0.0)
-                out.append(Segment(a, max(a, place(end)), s))
+            if not s:
+                return
+            if isinstance(window, Span):  # both ends inside the piece the segment belongs to
+                a0, b0 = window.range_to_original(int(round((start or 0.0) * SAMPLE_RATE)), int(round(end * SAMPLE_RATE)))
+                out.append(Segment(a0 / SAMPLE_RATE, max(a0, b0) / SAMPLE_RATE, s))
+                return
+            a = place(start or 0.0)
+            out.append(Segment(a, max(a, place(end)), s))
 
         for t in tokens:
             if t >= tok.timestamp_begin:
