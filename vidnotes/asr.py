@@ -104,16 +104,14 @@ class Span:
         that holds most of it. Whisper's timestamps are off by a few tenths of a second, so a
         segment of one piece can start in the tail of the piece before; mapped end by end, it would
         span the pause that packing left out."""
-        pos, best, best_k = 0, -1, 0
-        for k, p in enumerate(self.pieces):
+        pos, best = 0, (-1, 0, self.pieces[0])  # (overlap, the piece's offset in the joined audio, piece)
+        for p in self.pieces:
             n = p.end - p.start
-            overlap = min(t1, pos + n) - max(t0, pos)
-            if overlap > best:
-                best, best_k = overlap, k
+            best = max(best, (min(t1, pos + n) - max(t0, pos), pos, p), key=lambda b: b[0])
             pos += n + PACK_GAP
-        a, b = self.to_original(t0), self.to_original(t1)
-        piece = self.pieces[best_k]
-        return min(max(a, piece.start), piece.end), min(max(b, piece.start), piece.end)
+        _, at, piece = best
+        n = piece.end - piece.start
+        return piece.start + min(max(0, t0 - at), n), piece.start + min(max(0, t1 - at), n)
 
 
 Slot = Window | Span  # what one row of a Whisper batch decodes
@@ -471,21 +469,16 @@ class WhisperOnnx:
         start: float | None = None
         text: list[int] = []
 
-        def place(t: float) -> float:
-            if isinstance(window, Span):
-                return window.to_original(int(round(t * SAMPLE_RATE))) / SAMPLE_RATE
-            return min(offset + t, limit)
-
         def emit(end: float) -> None:
             s = tok.decode(text).strip()
             if not s:
                 return
+            t0 = start or 0.0
             if isinstance(window, Span):  # both ends inside the piece the segment belongs to
-                a0, b0 = window.range_to_original(int(round((start or 0.0) * SAMPLE_RATE)), int(round(end * SAMPLE_RATE)))
-                out.append(Segment(a0 / SAMPLE_RATE, max(a0, b0) / SAMPLE_RATE, s))
-                return
-            a = place(start or 0.0)
-            out.append(Segment(a, max(a, place(end)), s))
+                a, b = (x / SAMPLE_RATE for x in window.range_to_original(int(round(t0 * SAMPLE_RATE)), int(round(end * SAMPLE_RATE))))
+            else:
+                a, b = min(offset + t0, limit), min(offset + end, limit)
+            out.append(Segment(a, max(a, b), s))
 
         for t in tokens:
             if t >= tok.timestamp_begin:

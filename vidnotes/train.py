@@ -913,7 +913,7 @@ def publish_run(
     published but not CURRENT; the gate is recorded in ``metrics.json``, the manifest and the
     run's MLflow run either way."""
     from vidnotes.asr import WhisperOnnx
-    from vidnotes.export.whisper import _model_name, export_whisper, publish_whisper, serves_fp32_decoder, source_info
+    from vidnotes.export.whisper import _model_name, export_whisper, publish_whisper, source_info
     from vidnotes.tracking import open_tracker
 
     t0 = time.perf_counter()
@@ -934,7 +934,7 @@ def publish_run(
         eval_set = dataset_eval_set(cfg["data"], run_dir / "data", cfg.get("max_test"))
         reg_set = regression_eval_set(cfg.get("regression", defaults.regression), cfg.get("max_regression"))
         name = name or _model_name(model_dir) + "-ft"
-        built = export_whisper(model_dir, work_dir=run_dir / "export", name=name, eval_set=eval_set, fp32_decoder=serves_fp32_decoder(model_dir))
+        built = export_whisper(model_dir, work_dir=run_dir / "export", name=name, eval_set=eval_set)
         cand = WhisperOnnx(built.int8_dir, name=name)
         cand_wer = built.fields["quality"]["wer_onnx_int8"]
         cand_wer_ts = _onnx_wer(cand, eval_set, timestamps=True)

@@ -122,18 +122,17 @@ def export_whisper(
     eval_set: EvalSet | None = None,
     parity_count: int | None = None,
     quality: bool = True,
-    fp32_decoder: bool = False,
 ) -> ExportedWhisper:
     """A transformers Whisper checkpoint -> ONNX fp32 -> int8 -> parity and WER on ``eval_set``
-    (default: the Asterisk test split). ``fp32_decoder``: only the encoder is quantized
-    (multilingual models, :func:`serves_fp32_decoder`). Nothing is published."""
+    (default: the Asterisk test split); a multilingual checkpoint keeps its decoder fp32
+    (:func:`serves_fp32_decoder`). Nothing is published."""
     work_dir = Path(work_dir)
     fp32, int8 = work_dir / f"{name}-onnx-fp32", work_dir / f"{name}-onnx-int8"
     for d in (fp32, int8):
         if d.exists():
             shutil.rmtree(d)
     export_onnx(hf, fp32, task="automatic-speech-recognition-with-past")
-    decoders = [p.name for p in fp32.glob("decoder*.onnx")] if fp32_decoder else []
+    decoders = [p.name for p in fp32.glob("decoder*.onnx")] if serves_fp32_decoder(hf) else []
     quantize_int8(fp32, int8, per_channel=True, fp32_files=decoders)
 
     test = eval_set or asterisk_test_set()
@@ -228,10 +227,7 @@ def build_whisper(
     t0 = time.perf_counter()
     work_dir = Path(work_dir)
     hf = resolve_whisper_source(source, cache_dir=work_dir / "sources")
-    built = export_whisper(
-        hf, work_dir=work_dir, name=name or _model_name(hf), eval_set=eval_set, parity_count=parity_count, quality=quality,
-        fp32_decoder=serves_fp32_decoder(hf),
-    )  # fmt: skip
+    built = export_whisper(hf, work_dir=work_dir, name=name or _model_name(hf), eval_set=eval_set, parity_count=parity_count, quality=quality)
     return publish_whisper(
         store, built, source=source_info(str(source), hf), build_seconds=time.perf_counter() - t0, metadata=metadata, make_current=make_current
     )
