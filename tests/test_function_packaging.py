@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FUNCTIONS = ["extract_audio", "transcribe", "summarize", "render_pdf"]
+FUNCTIONS = ["extract_audio", "transcribe", "diarize", "summarize", "render_pdf"]
 
 
 def pins() -> dict[str, str]:

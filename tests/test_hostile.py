@@ -302,7 +302,7 @@ def events(fields: dict[str, st.SearchStrategy]) -> st.SearchStrategy:
 
 @pytest.fixture(scope="module")
 def fuzz_env(live_stack, store, short_talk, tmp_path_factory):
-    """The four handlers in-process against LocalStack's S3, every S3 call recorded; a job to
+    """The five handlers in-process against LocalStack's S3, every S3 call recorded; a job to
     fuzz against (F, processed) and one that nothing may touch (V, processed)."""
     mp = pytest.MonkeyPatch()
     env = {**CREDS, "AWS_ENDPOINT_URL": live_stack["s3"], "VIDNOTES_RESULTS_BUCKET": RESULTS, "VIDNOTES_MODEL_STORE": str(store.root)}
@@ -321,7 +321,7 @@ def fuzz_env(live_stack, store, short_talk, tmp_path_factory):
     mp.setattr(boto3, "client", recording_client)
     handlers = {
         stage: load_handler(stage, f"vidnotes-{stage.replace('_', '-')}")
-        for stage in ("extract_audio", "transcribe", "summarize", "render_pdf")
+        for stage in ("extract_audio", "transcribe", "diarize", "summarize", "render_pdf")
     }
     s3 = real_client("s3", endpoint_url=live_stack["s3"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
     tmp = tmp_path_factory.mktemp("fuzz")
@@ -331,7 +331,8 @@ def fuzz_env(live_stack, store, short_talk, tmp_path_factory):
         s3.upload_file(str(video), "vidnotes-inbox", f"fuzz/{name}.mp4")
         ext = handlers["extract_audio"]({"bucket": "vidnotes-inbox", "key": f"fuzz/{name}.mp4"})
         handlers["transcribe"]({"job_id": ext["job_id"], "chunks": ext["batches"][0]})
-        handlers["summarize"]({"job_id": ext["job_id"]})
+        handlers["diarize"]({"job_id": ext["job_id"]})
+        handlers["summarize"]({"job_id": ext["job_id"], "speakers": True})
         handlers["render_pdf"]({"job_id": ext["job_id"]})
         made[name] = ext["job_id"]
     yield {"handlers": handlers, "calls": calls, "lock": lock, "s3": s3, "F": made["f"], "V": made["v"]}
@@ -341,7 +342,8 @@ def fuzz_env(live_stack, store, short_talk, tmp_path_factory):
 MODELS = {
     "extract_audio": (jobs.ExtractRequest, jobs.ExtractResult),
     "transcribe": (jobs.TranscribeRequest, jobs.TranscribeResult),
-    "summarize": (jobs.JobRequest, jobs.SummarizeResult),
+    "diarize": (jobs.DiarizeRequest, jobs.DiarizeResult),
+    "summarize": (jobs.SummarizeRequest, jobs.SummarizeResult),
     "render_pdf": (jobs.JobRequest, jobs.RenderResult),
 }
 
@@ -370,13 +372,16 @@ def test_fuzzed_payloads_get_a_result_or_a_clear_error(fuzz_env, reliability):
     fields = {
         "extract_audio": {"bucket": buckets, "key": keys},
         "transcribe": {"job_id": job_ids, "chunks": st.one_of(st.just([0]), st.lists(st.just(0), min_size=1, max_size=70), st.lists(chunk, max_size=70), JSON)},
-        "summarize": {"job_id": job_ids},
+        "diarize": {"job_id": job_ids, "speakers": st.one_of(st.just("auto"), st.integers(-2, 40), st.booleans(), st.text(max_size=3), JSON)},
+        "summarize": {"job_id": job_ids, "speakers": st.one_of(st.booleans(), JSON),
+                      "speaker_names": st.one_of(st.just({"1": "Ada"}), st.dictionaries(st.text(max_size=3), st.text(max_size=4), max_size=3), JSON)},
         "render_pdf": {"job_id": job_ids},
     }  # fmt: skip
     valid = {  # run every time, whatever the search finds: the handlers' good paths under the same checks
         "extract_audio": {"bucket": "vidnotes-inbox", "key": "fuzz/f.mp4"},
         "transcribe": {"job_id": F, "chunks": [0]},
-        "summarize": {"job_id": F},
+        "diarize": {"job_id": F, "speakers": "auto"},
+        "summarize": {"job_id": F, "speakers": True, "speaker_names": {"1": "Ada"}},
         "render_pdf": {"job_id": F},
     }
     outcomes: Counter[str] = Counter()
@@ -417,7 +422,7 @@ def test_fuzzed_payloads_get_a_result_or_a_clear_error(fuzz_env, reliability):
                     problems.append(f"{stage} {event!r}: changed the other job {V}: {key}")
 
     for stage, shape in fields.items():
-        examples = {"extract_audio": 100, "transcribe": 100, "summarize": 60, "render_pdf": 60}[stage]
+        examples = {"extract_audio": 100, "transcribe": 100, "diarize": 40, "summarize": 60, "render_pdf": 60}[stage]
 
         @settings(max_examples=examples, derandomize=True, deadline=None, database=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])  # fmt: skip
@@ -432,7 +437,7 @@ def test_fuzzed_payloads_get_a_result_or_a_clear_error(fuzz_env, reliability):
     assert {k: e for k, e in listing(s3).items() if not k.startswith("jobs/")} == outside
     assert all(outcomes[f"{s}: clear error"] and outcomes[f"{s}: result"] for s in fields), outcomes
     tried = reliability.setdefault("hostile", {"tried": {}})
-    tried["tried"]["payloads fuzzed with hypothesis against the four handlers"] = sum(outcomes.values())
+    tried["tried"]["payloads fuzzed with hypothesis against the five handlers"] = sum(outcomes.values())
     tried.update({"fuzz_outcomes": dict(outcomes), "escaped": 0, "unclear_errors": 0, "other_jobs_changed": 0})
 
 

@@ -94,6 +94,7 @@ def test_help_and_plan_need_no_aws():
     assert set(p["images"]) == {
         "vidnotes-extract-audio",
         "vidnotes-transcribe",
+        "vidnotes-diarize",
         "vidnotes-summarize",
         "vidnotes-render-pdf",
         "vidnotes-train",

@@ -80,7 +80,7 @@ def test_every_handler_s3_call_is_inside_its_policy(live_stack, monkeypatch, tmp
     video = make_sample_video(tmp_path / "talk.mp4", text="Least privilege means asking only for what you use.")
     real_client("s3", endpoint_url=live_stack["s3"]).upload_file(str(video), "vidnotes-inbox", "lp/talk.mp4")
     handlers = {n: load_handler(d, n) for d, n in [
-        ("extract_audio", "vidnotes-extract-audio"), ("transcribe", "vidnotes-transcribe"),
+        ("extract_audio", "vidnotes-extract-audio"), ("transcribe", "vidnotes-transcribe"), ("diarize", "vidnotes-diarize"),
         ("summarize", "vidnotes-summarize"), ("render_pdf", "vidnotes-render-pdf")]}  # fmt: skip
 
     def run(fn, event, *, fails=False):
@@ -96,7 +96,9 @@ def test_every_handler_s3_call_is_inside_its_policy(live_stack, monkeypatch, tmp
     run("vidnotes-extract-audio", {"bucket": "vidnotes-inbox", "key": "lp/missing.mp4"}, fails=True)
     for batch in ext["batches"]:
         run("vidnotes-transcribe", {"job_id": ext["job_id"], "chunks": batch})
-    run("vidnotes-summarize", {"job_id": ext["job_id"]})
+    run("vidnotes-diarize", {"job_id": ext["job_id"], "speakers": "auto"})
+    run("vidnotes-diarize", {"job_id": "00000000000000aa"}, fails=True)
+    run("vidnotes-summarize", {"job_id": ext["job_id"], "speakers": True})
     run("vidnotes-render-pdf", {"job_id": ext["job_id"]})
     run("vidnotes-render-pdf", {"job_id": "00000000000000aa"}, fails=True)
 

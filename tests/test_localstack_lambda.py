@@ -20,7 +20,7 @@ from test_system import (  # noqa: F401  (collected here again, against LocalSta
 from stackutil import aws_cli, client, docker, localstack_containers
 from vidnotes.sample import make_sample_video
 
-FUNCTIONS = ["vidnotes-extract-audio", "vidnotes-transcribe", "vidnotes-summarize", "vidnotes-render-pdf"]
+FUNCTIONS = ["vidnotes-extract-audio", "vidnotes-transcribe", "vidnotes-diarize", "vidnotes-summarize", "vidnotes-render-pdf"]
 
 
 @pytest.fixture(scope="module")

@@ -66,6 +66,12 @@ ProgressFn = Callable[[float, float], None]  # (seconds done, seconds total)
 DETECT_WINDOWS = 3  # speech windows that vote on the language (Whisper uses the first one)
 MIN_TAIL = 1.0  # seconds of unexplained audio at a window end worth decoding again
 MIN_TAIL_SPEECH = 0.5  # of which at least this much must carry speech energy
+# A window's last segment that spans far more speech than its text can take was stretched over
+# speech Whisper skipped (it ended the window with an open segment, whose end is then the window's):
+# characters a second of speech that a slow speaker still reaches, and the slack before it counts
+PLAUSIBLE_CHARS_PER_SECOND = 10.0
+OVERLONG_FACTOR, OVERLONG_SLACK = 2.0, 3.0
+TYPICAL_CHARS_PER_SECOND = 15.0  # where the text of such a segment most likely ended (English: ~14-16)
 PACK_GAP = int(0.4 * SAMPLE_RATE)  # silence between the pieces of a packed window
 
 
@@ -433,6 +439,11 @@ class WhisperOnnx:
                     kept = [g for g in segs if speech.touches(int(g.start * SAMPLE_RATE), int(g.end * SAMPLE_RATE))]
                     count["dropped_outside_speech"] += len(segs) - len(kept)
                     segs = kept
+                    if segs and opts.timestamps and opts.recover_tails:
+                        last = _cut_overlong(segs[-1], speech)
+                        if last is not segs[-1]:
+                            segs[-1] = last
+                            count["overlong"] = count.get("overlong", 0) + 1
                 ready += segs
                 tail = _missed_tail(audio, res.window, segs, speech if use_vad else None) if opts.timestamps and opts.recover_tails else None
                 if tail is not None:
@@ -498,6 +509,25 @@ class WhisperOnnx:
 def _speech_in(speech: SpeechMap, w: Slot) -> int:
     pieces = w.pieces if isinstance(w, Span) else (w,)
     return sum(speech.speech_samples(p.start, p.end) for p in pieces)
+
+
+def _cut_overlong(seg: Segment, speech: SpeechMap) -> Segment:
+    """``seg`` ended where its text can plausibly have ended, when it spans far more VAD speech
+    than its text takes (``OVERLONG_FACTOR`` x the speech of its characters at
+    ``PLAUSIBLE_CHARS_PER_SECOND``, + ``OVERLONG_SLACK`` s): the end of the speech region in which
+    the text's speech at a typical rate (``TYPICAL_CHARS_PER_SECOND``) runs out. The rest of the
+    window is then a missed tail
+    (:func:`_missed_tail`), decoded again. Otherwise ``seg`` itself."""
+    a, b = int(seg.start * SAMPLE_RATE), int(seg.end * SAMPLE_RATE)
+    plausible = len(seg.text.strip()) / PLAUSIBLE_CHARS_PER_SECOND
+    if speech.speech_samples(a, b) / SAMPLE_RATE <= OVERLONG_FACTOR * plausible + OVERLONG_SLACK:
+        return seg
+    need, heard = len(seg.text.strip()) / TYPICAL_CHARS_PER_SECOND * SAMPLE_RATE, 0
+    for r in speech.within(a, b):
+        heard += r.end - r.start
+        if heard >= need:
+            return replace(seg, end=r.end / SAMPLE_RATE) if r.end < b else seg
+    return seg
 
 
 def _missed_tail(audio: np.ndarray, window: Slot, segs: list[Segment], speech: SpeechMap | None = None) -> Slot | None:

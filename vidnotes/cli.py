@@ -188,9 +188,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         from vidnotes.diarize import parse_speakers
 
         parse_speakers(args.speakers)  # a bad value: exit 2 before any work
+    names: dict[str, str] = {}
+    for item in args.speaker_name:
+        number, sep, name = item.partition("=")
+        if not sep or not number.strip().isdigit() or not 1 <= int(number) <= 32 or not name.strip():
+            raise ValueError(f"--speaker-name wants N=NAME with N from 1 to 32 (e.g. 1=Ada), got {item!r}")
+        names[str(int(number))] = name.strip()
+    if names and args.speakers is None:
+        raise ValueError("--speaker-name needs --speakers auto|N")
     pdf = run_local(
-        Path(args.video), Path(args.out), store=_store(args), language=args.language, whisper_version=args.model_version, speakers=args.speakers
-    )
+        Path(args.video), Path(args.out), store=_store(args), language=args.language, whisper_version=args.model_version,
+        speakers=args.speakers, speaker_names=names,
+    )  # fmt: skip
     print(pdf)
     print(pdf.with_name("notes.md"))
     return 0
@@ -383,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--language", default="auto", type=str.lower, help=LANGUAGE_HELP)
     r.add_argument("--model-version", help="a whisper version in the store, e.g. the multilingual base (default: its CURRENT)")
     r.add_argument("--speakers", metavar="N|auto", help="label speakers in the transcript and the notes (docs/speakers.md)")
+    r.add_argument("--speaker-name", action="append", default=[], metavar="N=NAME",
+                   help="call speaker N NAME instead of 'Speaker N' (repeatable; with --speakers), e.g. --speaker-name 1=Ada")
     r.set_defaults(func=cmd_run)
 
     m = sub.add_parser("models", help="build or list the model store")

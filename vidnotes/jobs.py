@@ -47,6 +47,9 @@ class ExtractRequest(_Payload):
     key: S3Key
 
 
+UPLOAD_OPTIONS = ("language", "speakers")  # read from an upload's x-amz-meta-vidnotes-<name>
+
+
 class ChunkInfo(_Payload):
     index: int
     key: str
@@ -65,6 +68,9 @@ class ExtractResult(_Payload):
     # seconds the voice activity detector found speech / no speech in (None: extracted without it)
     speech_seconds: float | None = None
     non_speech_seconds: float | None = None
+    # what the uploader asked for in the object's metadata (x-amz-meta-vidnotes-speakers, ...-language),
+    # unchecked: the orchestration validates it with the run's other options
+    options: dict[str, str] = Field(default_factory=dict)
 
 
 class TranscribeRequest(_Payload):
@@ -83,9 +89,52 @@ class TranscribeResult(_Payload):
 
 
 class JobRequest(_Payload):
-    """Input of summarize and render_pdf: the job, everything else is under its prefix."""
+    """Input of render_pdf (and the base of the others): the job, everything else is under its prefix."""
 
     job_id: JobId
+
+
+def _speakers(v: Any) -> Any:
+    """``"auto"`` or a speaker count 1-32 (``2`` or ``"2"``); the same rule as ``--speakers``."""
+    if isinstance(v, bool):
+        raise ValueError("must be \"auto\" or a speaker count from 1 to 32")
+    if isinstance(v, int):
+        v = str(v)
+    if isinstance(v, str):
+        v = v.strip().lower()
+        if v == "auto" or (v.isdigit() and 1 <= int(v) <= 32):
+            return v
+    raise ValueError(f"must be \"auto\" or a speaker count from 1 to 32, got {v!r}")
+
+
+Speakers = Annotated[str, BeforeValidator(_speakers)]
+# the names readers see for the diarized speakers: {"1": "Ada", "2": "Grace"} (Speaker 1 -> Ada)
+SpeakerNames = dict[Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]?$")], Annotated[str, StringConstraints(min_length=1, max_length=80)]]
+
+
+class DiarizeRequest(_Payload):
+    """Input of diarize: the job (its chunks and speech regions) and how many speakers."""
+
+    job_id: JobId
+    speakers: Speakers = "auto"
+
+
+class DiarizeResult(_Payload):
+    job_id: JobId
+    speakers_key: str
+    speakers: int  # how many were found (or given)
+    turns: int
+    model: str
+
+
+class SummarizeRequest(_Payload):
+    """Input of summarize. ``speakers``: assign the job's diarization (``speakers.json``, written by
+    diarize) to the transcript; without it an earlier diarization of the same content is ignored.
+    ``speaker_names``: what to call them (``{"1": "Ada"}``; renaming needs no new diarization)."""
+
+    job_id: JobId
+    speakers: bool = False
+    speaker_names: SpeakerNames = Field(default_factory=dict)
 
 
 class SummarizeResult(_Payload):
@@ -95,6 +144,7 @@ class SummarizeResult(_Payload):
     chapters: int
     summarizer: str  # "extractive", or "bart" when abstractive sentences passed the faithfulness check
     model: str  # the models that made the notes
+    speakers: int | None = None  # speakers in the transcript (None: not diarized)
 
 
 class RenderResult(_Payload):
@@ -134,6 +184,10 @@ class Layout:
 
     def transcript(self, fmt: str) -> str:
         return self.key(f"transcript.{fmt}")
+
+    @property
+    def speakers(self) -> str:
+        return self.key("speakers.json")
 
     @property
     def notes(self) -> str:

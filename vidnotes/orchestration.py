@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 from urllib.parse import unquote_plus
 
-STAGES = ("parse_trigger", "extract_audio", "transcribe", "summarize", "render_pdf")
+STAGES = ("parse_trigger", "extract_audio", "transcribe", "diarize", "summarize", "render_pdf")
 TEST_EVENT = "s3:TestEvent"
 _RUN_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.~:+-]+")
 _JOB_IN_MESSAGE = re.compile(r"\(job ([0-9a-f]{16}):")
@@ -168,6 +168,54 @@ def run_id_for(upload: Upload) -> str:
     return f"upload__{name}__{digest}"
 
 
+# -- what a run is asked to make ------------------------------------------------------------------
+_LANGUAGE = re.compile(r"^(auto|[a-z]{2,3})$")
+
+
+def run_options(params: Mapping[str, Any] | None, settings: Settings, upload: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The options of one pipeline run. ``language`` and ``speakers`` come from the run's
+    params/conf when given there, else from the upload's own metadata (``upload``: what
+    extract_audio read from ``x-amz-meta-vidnotes-language`` / ``-speakers``), else from the
+    deployment's settings; ``speaker_names`` from the params. ``speakers``: None (no speaker
+    labels), ``"auto"`` or a count as a string; ``speaker_names``: ``{"1": "Ada"}``. A bad value
+    raises :class:`BadTrigger` naming it and where it came from."""
+    params, upload = params or {}, upload or {}
+
+    def pick(name: str) -> tuple[Any, str]:
+        if params.get(name) not in (None, ""):
+            return params[name], "the run's conf"
+        if upload.get(name) not in (None, ""):
+            return upload[name], f"the upload's metadata (x-amz-meta-vidnotes-{name})"
+        return getattr(settings, name), f"the setting {name}"
+
+    raw_language, where = pick("language")
+    language = str(raw_language).strip().lower()
+    if not _LANGUAGE.match(language):
+        raise BadTrigger(f'language must be "auto" or a Whisper language code such as "ru", got {raw_language!r} from {where}')
+    raw, where = pick("speakers")
+    speakers: str | None = None if isinstance(raw, bool) else str(raw).strip().lower()
+    if speakers in ("", "off", "none"):
+        speakers = None
+    if isinstance(raw, bool) or (speakers is not None and speakers != "auto" and not (speakers.isdigit() and 1 <= int(speakers) <= 32)):
+        raise BadTrigger(f'speakers must be "auto", a speaker count from 1 to 32, or "off", got {raw!r} from {where}')
+    names = params.get("speaker_names") or {}
+    if not isinstance(names, Mapping) or not all(
+        str(k).strip().isdigit() and 1 <= int(str(k)) <= 32 and isinstance(v, str) and v.strip() and len(v) <= 80 for k, v in names.items()
+    ):
+        raise BadTrigger(f'speaker_names must map speaker numbers to names, like {{"1": "Ada", "2": "Grace"}}, got {json.dumps(names, default=str)[:200]}')
+    if names and speakers is None:
+        raise BadTrigger('speaker_names needs speakers ("auto" or a count)')
+    return {"language": language, "speakers": speakers, "speaker_names": {str(int(str(k))): v.strip() for k, v in names.items()}}
+
+
+def same_options(done: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> bool:
+    """Whether notes made with ``done`` (a job's recorded options; None for a job recorded before
+    options were) are what a run asking for ``wanted`` would make."""
+    if done is None:
+        return wanted.get("speakers") is None
+    return dict(done) == dict(wanted)
+
+
 # -- outcome ------------------------------------------------------------------------------------
 def job_id_from_error(message: str | None) -> str | None:
     """The job id a stage names in its error (``... (job 0123456789abcdef: s3://...)``)."""
@@ -233,10 +281,12 @@ class Settings:
     queue_url: str = "http://localhost:4566/000000000000/vidnotes-uploads"
     fn_extract_audio: str = "vidnotes-extract-audio"
     fn_transcribe: str = "vidnotes-transcribe"
+    fn_diarize: str = "vidnotes-diarize"
     fn_summarize: str = "vidnotes-summarize"
     fn_render_pdf: str = "vidnotes-render-pdf"
     timeout_extract_audio: int = 960  # seconds per task try (execution_timeout); functions time out at 900
     timeout_transcribe: int = 960
+    timeout_diarize: int = 960
     timeout_summarize: int = 960
     timeout_render_pdf: int = 360
     retries: int = 3
@@ -248,6 +298,7 @@ class Settings:
     duplicate_wait: int = 3600  # seconds a run waits for another run processing the same content
     duplicate_poll: int = 10  # seconds between its looks (the task is rescheduled: no slot held)
     language: str = "auto"  # the talks' language when a run's conf names none: auto (detected) or a code
+    speakers: str = ""  # speaker labels when a run's conf names none: "" (off), "auto" or a count (docs/speakers.md)
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, variable: Mapping[str, Any] | str | None = None) -> Settings:

@@ -32,6 +32,7 @@ def run_local(
     language: str = "auto",
     whisper_version: str | None = None,
     speakers: str | None = None,
+    speaker_names: dict[str, str] | None = None,
 ) -> Path:
     """Notes for ``video``; returns the PDF's path. Raises :class:`~vidnotes.stages.StageFailed`.
     ``language``: "auto" (detected by a multilingual model) or a code such as "ru"."""
@@ -58,16 +59,17 @@ def run_local(
         tr = stages.run_stage("transcribe", results, ext.job_id, lambda w: stages.transcribe(treq, results=results, model=model, work=w, vad=vad))
         lang = tr.language + (f" (detected, p={tr.language_probability:.2f})" if tr.language_probability is not None else "")
         say(f"[2/4] transcribe: batch {i}/{len(ext.batches)} ({len(batch)} chunks), {lang}")
-    if speakers is not None:  # docs/speakers.md: its own stage between transcribe and summarize
-        from vidnotes.diarize import SpeakerEncoder, parse_speakers
+    if speakers is not None:  # docs/speakers.md: its own stage (on Lambda beside transcribe)
+        from vidnotes.diarize import SpeakerEncoder
 
-        count = parse_speakers(speakers)
+        dreq = jobs.DiarizeRequest(job_id=ext.job_id, speakers=speakers)
         enc = SpeakerEncoder.from_store(store)
-        d = stages.run_stage("diarize", results, ext.job_id, lambda w: stages.diarize_job(ext.job_id, results=results, encoder=enc, work=w, speakers=count))
-        say(f"[2/4] diarize: {d['speakers']} speaker{'s' if d['speakers'] != 1 else ''} ({enc.name})")
+        d = stages.run_stage("diarize", results, ext.job_id, lambda w: stages.diarize(dreq, results=results, encoder=enc, work=w))
+        say(f"[2/4] diarize: {d.speakers} speaker{'s' if d.speakers != 1 else ''} ({enc.name})")
+    sreq = jobs.SummarizeRequest(job_id=ext.job_id, speakers=speakers is not None, speaker_names=speaker_names or {})
     jreq = jobs.JobRequest(job_id=ext.job_id)
     builder = load_notes_builder(store)
-    s = stages.run_stage("summarize", results, ext.job_id, lambda w: stages.summarize(jreq, results=results, builder=builder))
+    s = stages.run_stage("summarize", results, ext.job_id, lambda w: stages.summarize(sreq, results=results, builder=builder))
     say(f"[3/4] summarize: {s.chapters} chapters, {s.summarizer} ({s.model})")
     r = stages.run_stage("render_pdf", results, ext.job_id, lambda w: stages.render_pdf(jreq, results=results, work=w))
     say(f"[4/4] render_pdf: notes.pdf, notes.md, chapters.vtt in {time.perf_counter() - t0:.1f} s")

@@ -67,6 +67,33 @@ def make_prompt_talk(out: Path, language: str, *, prompts: int = 45, pause: floa
     return out
 
 
+def make_dialogue(out: Path, *, turns: int = 5, pause: float = 0.7, timeout: float = 120.0) -> Path:
+    """An MP4 of two real English voices taking turns: the voice of Debian's Asterisk prompts
+    (three prompts a turn) and the LibriVox reader of pocketsphinx-testdata (one passage of *Sense
+    and Sensibility* a turn), ``turns`` times each, ``pause`` s between turns. What the speaker
+    diarization is shown on (``make demo VIDEO=... SPEAKERS=auto``; docs/speakers.md)."""
+    from vidnotes.audio import decode_audio
+    from vidnotes.datasets import POCKETSPHINX_DATA, eligible, read_transcripts
+    from vidnotes.media import write_wav
+
+    prompts = [r for r in eligible(read_transcripts()) if r.name.startswith("conf-")][: 3 * turns]
+    reader = sorted((POCKETSPHINX_DATA / "librivox").glob("*.wav"))
+    if len(prompts) < 3 * turns or not reader:
+        raise FileNotFoundError("the dialogue needs Debian's asterisk-core-sounds-en-g722 and pocketsphinx-testdata (make system-deps)")
+    gap = np.zeros(int(pause * 16000), dtype=np.float32)
+    parts: list[np.ndarray] = []
+    for t in range(turns):
+        parts += [x for r in prompts[3 * t : 3 * t + 3] for x in (decode_audio(r.path), gap[: len(gap) // 2])] + [gap]
+        parts += [decode_audio(reader[t % len(reader)]), gap]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "speech.wav"
+        write_wav(wav, np.concatenate(parts))
+        _mux(wav, out, timeout=timeout)
+    return out
+
+
 def _mux(wav: Path, out: Path, *, timeout: float) -> None:
     subprocess.run(
         [
@@ -159,10 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         "--language", choices=("en", *PROMPT_LANGUAGES), default="en",
         help="en (default): the sample lecture read by espeak-ng; ru, fr, es, it: real recorded speech (Asterisk prompts)",
     )  # fmt: skip
+    ap.add_argument("--dialogue", action="store_true", help="two real English voices taking turns (Asterisk prompts, a LibriVox reader), for --speakers")
     ap.add_argument("--text", default=SAMPLE_TALK, help="what espeak-ng says (English)")
     ap.add_argument("--speed", type=int, default=135, help="words a minute (default: %(default)s)")
     ap.add_argument("--word-gap", type=int, default=4, help="pause between words, in 10 ms (default: %(default)s)")
     args = ap.parse_args(argv)
+    if args.dialogue:
+        print(make_dialogue(args.out))
+        return 0
     if args.language != "en":
         print(make_prompt_talk(args.out, args.language))
         return 0

@@ -1,4 +1,5 @@
-"""The four stages of the inference pipeline, written once for Lambda (S3) and local runs.
+"""The stages of the inference pipeline, written once for Lambda (S3) and local runs:
+extract_audio, transcribe (fanned out), diarize (beside transcribe, when asked), summarize, render_pdf.
 
 Each stage reads and writes through :class:`~vidnotes.storage.Storage` under the job prefix
 (``jobs/<job_id>/``), takes a validated request and returns a small result. An input the
@@ -83,6 +84,8 @@ def extract_audio(
         err.job_id = job_id_for(hashlib.sha256(f"{req.bucket}/{req.key}/{size}".encode()).hexdigest())  # type: ignore[attr-defined]
         err.input = {"bucket": req.bucket, "key": req.key, "size": size}  # type: ignore[attr-defined]
         raise err
+    meta = source.metadata(req.key)
+    options = {name: meta[f"vidnotes-{name}"][:100] for name in jobs.UPLOAD_OPTIONS if f"vidnotes-{name}" in meta}
     # the local name is ours: only the key's extension, letters and digits, survives
     suffix = "".join(c for c in Path(req.key).suffix if c.isascii() and c.isalnum())[:16]
     local = source.download(req.key, work / ("input." + suffix if suffix else "input"))
@@ -91,7 +94,7 @@ def extract_audio(
     input_info = {"bucket": req.bucket, "key": req.key, "uri": source.uri(req.key), "size": size, "sha256": digest}
     if results.exists(job.chunks):
         # same content as an earlier upload: its chunks are final, nothing is redone
-        return _extract_result(job, results, read_chunks(results, job), limits, duplicate=True)
+        return _extract_result(job, results, read_chunks(results, job), limits, duplicate=True, options=options)
     try:
         info = probe(local, max_bytes=limits.max_upload_bytes, max_seconds=limits.max_seconds)
         audio = load_speech(local, timeout=limits.ffmpeg_timeout, max_seconds=limits.max_seconds)
@@ -136,14 +139,16 @@ def extract_audio(
         )
     jobs.put_json(results, job.source, src)
     jobs.put_json(results, job.chunks, chunks)  # written last: its presence means extraction finished
-    return _extract_result(job, results, chunks, limits, duplicate=False)
+    return _extract_result(job, results, chunks, limits, duplicate=False, options=options)
 
 
 def read_chunks(results: Storage, job: Layout) -> list[dict[str, Any]]:
     return list(jobs.read_json(results, job.chunks))
 
 
-def _extract_result(job: Layout, results: Storage, chunks: list[dict[str, Any]], limits: Limits, *, duplicate: bool) -> jobs.ExtractResult:
+def _extract_result(
+    job: Layout, results: Storage, chunks: list[dict[str, Any]], limits: Limits, *, duplicate: bool, options: dict[str, str]
+) -> jobs.ExtractResult:
     n = len(chunks)
     step = max(1, min(limits.chunks_per_batch, jobs.MAX_CHUNKS_PER_BATCH))
     duration = round(chunks[-1]["end"] if chunks else 0.0, 3)
@@ -160,6 +165,7 @@ def _extract_result(job: Layout, results: Storage, chunks: list[dict[str, Any]],
         duplicate=duplicate,
         speech_seconds=speech,
         non_speech_seconds=None if speech is None else round(max(0.0, duration - speech), 3),
+        options=options,
     )
 
 
@@ -241,6 +247,38 @@ def transcribe(req: jobs.TranscribeRequest, *, results: Storage, model: Any, wor
     )
 
 
+# -- 2b. diarize (beside transcribe) ------------------------------------------------------------
+def diarize(req: jobs.DiarizeRequest, *, results: Storage, encoder: Any, work: Path) -> jobs.DiarizeResult:
+    """Speaker turns of the whole job (``encoder``: a :class:`~vidnotes.diarize.SpeakerEncoder`)
+    over the speech regions extract_audio found (``chunks.json``: no second VAD pass), written to
+    ``speakers.json``, which summarize assigns to the transcript when asked to. Needs only
+    extract_audio's output, so it runs beside the transcribe fan-out. Same chunks, model and
+    ``speakers``: the same file (a rerun rewrites it with the same content)."""
+    import numpy as np
+
+    from vidnotes.audio import SAMPLE_RATE
+    from vidnotes.diarize import diarize as diarize_audio
+    from vidnotes.diarize import parse_speakers
+
+    job = Layout(req.job_id)
+    try:
+        table = sorted(read_chunks(results, job), key=lambda c: c["index"])
+    except NotFound as e:
+        raise InputError("no_job", f"job {req.job_id} has no extracted audio; run extract_audio first") from e
+    parts, regions = [], []
+    for c in table:
+        parts.append(read_wav(results.download(c["key"], work / f"{c['index']:05d}.wav")))
+        regions += [(round(a * SAMPLE_RATE), round(b * SAMPLE_RATE)) for a, b in c.get("speech") or []]
+    audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+    d = diarize_audio(audio, encoder, regions=regions, speakers=parse_speakers(req.speakers))
+    data = d.to_dict()
+    data["stats"].pop("seconds", None)  # timings vary between runs: keep the file a function of its input
+    data["stats"].pop("times_real_time", None)
+    data["requested"] = req.speakers
+    jobs.put_json(results, job.speakers, data)
+    return jobs.DiarizeResult(job_id=req.job_id, speakers_key=job.speakers, speakers=d.speakers, turns=len(d.turns), model=d.model)
+
+
 # -- 3. summarize -----------------------------------------------------------------------------
 def merge_segments(results: Storage, job: Layout) -> Transcript:
     """All segment files of the job, checked complete against its chunks, in time order."""
@@ -269,51 +307,33 @@ def merge_segments(results: Storage, job: Layout) -> Transcript:
     return Transcript(segments=segments, duration=duration, language=language, model=", ".join(sorted(models)))
 
 
-SPEAKERS_KEY = "speakers.json"  # jobs/<job_id>/speakers.json: speaker turns (docs/speakers.md)
-
-
-def diarize_job(job_id: str, *, results: Storage, encoder: Any, work: Path, speakers: int | None = None) -> dict[str, Any]:
-    """Speaker turns of the whole job (``encoder``: a :class:`~vidnotes.diarize.SpeakerEncoder`),
-    over the speech regions extract_audio found (``chunks.json``), written to ``speakers.json``;
-    summarize assigns them to the transcript. Same chunks, model and count: the same file."""
-    import numpy as np
-
-    from vidnotes.audio import SAMPLE_RATE
-    from vidnotes.diarize import diarize
-
-    job = Layout(job_id)
-    try:
-        table = sorted(read_chunks(results, job), key=lambda c: c["index"])
-    except NotFound as e:
-        raise InputError("no_job", f"job {job_id} has no extracted audio; run extract_audio first") from e
-    parts, regions = [], []
-    for c in table:
-        parts.append(read_wav(results.download(c["key"], work / f"{c['index']:05d}.wav")))
-        regions += [(round(a * SAMPLE_RATE), round(b * SAMPLE_RATE)) for a, b in c.get("speech") or []]
-    audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-    d = diarize(audio, encoder, regions=regions, speakers=speakers)
-    data = d.to_dict()
-    data["stats"].pop("seconds", None)  # timings vary between runs: keep the file a function of its input
-    data["stats"].pop("times_real_time", None)
-    jobs.put_json(results, job.key(SPEAKERS_KEY), data)
-    return data
-
-
-def summarize(req: jobs.JobRequest, *, results: Storage, builder: Any) -> jobs.SummarizeResult:
+def summarize(req: jobs.SummarizeRequest | jobs.JobRequest, *, results: Storage, builder: Any) -> jobs.SummarizeResult:
     """The job's transcript in every format, and its notes (``notes.json``) from ``builder``
-    (a :class:`~vidnotes.notes.NotesBuilder`); with the job's ``speakers.json`` (diarize_job),
-    every segment carries its speaker."""
+    (a :class:`~vidnotes.notes.NotesBuilder`). With ``req.speakers`` every segment carries its
+    speaker from the job's ``speakers.json`` (diarize), named by ``req.speaker_names``; without
+    it a diarization an earlier run left for the same content is not used."""
     job = Layout(req.job_id)
     try:
         transcript = merge_segments(results, job)
     except NotFound as e:
         raise InputError("no_job", f"job {req.job_id} has no extracted audio; run extract_audio first") from e
-    if results.exists(job.key(SPEAKERS_KEY)):
-        import json
-
+    speakers: int | None = None
+    if isinstance(req, jobs.SummarizeRequest) and req.speakers:
         from vidnotes.diarize import Diarization, assign_speakers
 
-        transcript = assign_speakers(transcript, Diarization.from_dict(json.loads(results.get_bytes(job.key(SPEAKERS_KEY)))).turns)
+        try:
+            d = Diarization.from_dict(jobs.read_json(results, job.speakers))
+        except NotFound as e:
+            raise InputError("no_speakers", f"job {req.job_id} has no speakers.json; run diarize first (or summarize without speakers)") from e
+        names = {int(k) - 1: v.strip() for k, v in req.speaker_names.items() if v.strip()}
+        unknown = sorted(k + 1 for k in names if k >= d.speakers)
+        if unknown:
+            raise InputError(
+                "bad_speaker_names",
+                f"speaker_names names speaker(s) {unknown}, but the diarization found {d.speakers} speaker(s); number them 1-{d.speakers}",
+            )
+        transcript = assign_speakers(transcript, d.turns, names=names)
+        speakers = d.speakers
     keys = {}
     for fmt in FORMATS:
         keys[fmt] = job.transcript(fmt)
@@ -321,8 +341,9 @@ def summarize(req: jobs.JobRequest, *, results: Storage, builder: Any) -> jobs.S
     notes = builder.build(transcript)
     jobs.put_json(results, job.notes, notes.to_dict())
     return jobs.SummarizeResult(
-        job_id=req.job_id, transcript_keys=keys, notes_key=job.notes, chapters=len(notes.chapters), summarizer=notes.summarizer, model=notes.model
-    )
+        job_id=req.job_id, transcript_keys=keys, notes_key=job.notes, chapters=len(notes.chapters), summarizer=notes.summarizer,
+        model=notes.model, speakers=speakers,
+    )  # fmt: skip
 
 
 # -- 4. render_pdf ----------------------------------------------------------------------------

@@ -44,6 +44,7 @@ class Storage(Protocol):
     def put_bytes(self, data: bytes, key: str, *, content_type: str | None = None) -> None: ...
     def exists(self, key: str) -> bool: ...
     def size(self, key: str) -> int: ...
+    def metadata(self, key: str) -> dict[str, str]: ...
     def list(self, prefix: str) -> list[str]: ...
     def uri(self, key: str) -> str: ...
 
@@ -94,6 +95,11 @@ class LocalStorage:
         if not p.is_file():
             raise NotFound(f"{self.uri(key)} does not exist")
         return p.stat().st_size
+
+    def metadata(self, key: str) -> dict[str, str]:
+        """A file has no user metadata (S3's ``x-amz-meta-*``)."""
+        self.size(key)
+        return {}
 
     def list(self, prefix: str) -> list[str]:
         base = self.root
@@ -169,6 +175,16 @@ class S3Storage:
             if (err := self._translated(e, key)) is not None:
                 raise err from e
             raise
+
+    def metadata(self, key: str) -> dict[str, str]:
+        """The object's user metadata (``x-amz-meta-*``, names lower-case without the prefix)."""
+        try:
+            meta = self.client.head_object(Bucket=self.bucket, Key=check_key(key)).get("Metadata") or {}
+        except Exception as e:
+            if (err := self._translated(e, key)) is not None:
+                raise err from e
+            raise
+        return {str(k).lower(): str(v) for k, v in meta.items()}
 
     def list(self, prefix: str) -> list[str]:
         keys: list[str] = []
