@@ -206,8 +206,9 @@ def video_to_notes():
     def parse_trigger(**context) -> dict[str, Any]:
         """The upload from the run's conf ({"bucket", "key"}, as video_to_notes_uploads sends it)."""
         conf = context["dag_run"].conf or {}  # the trigger form fills it from the params
-        try:
+        try:  # the upload, and what to make of it: the run's params (the conf), else the settings
             uploads = uploads_from_conf(conf)
+            options = run_options({**context["params"], **conf}, settings())
         except BadTrigger as e:
             context["ti"].xcom_push(key="error", value={"message": str(e)})
             raise AirflowFailException(str(e)) from e
@@ -215,11 +216,6 @@ def video_to_notes():
             msg = f"one upload per run, got {len(uploads)}: trigger {UPLOADS_DAG_ID} to start one run each"
             context["ti"].xcom_push(key="error", value={"message": msg})
             raise AirflowFailException(msg)
-        try:  # what to make: the run's params (the conf), else the deployment's settings
-            options = run_options({**context["params"], **conf}, settings())
-        except BadTrigger as e:
-            context["ti"].xcom_push(key="error", value={"message": str(e)})
-            raise AirflowFailException(str(e)) from e
         log.info("options from the conf and the settings: %s (the upload's metadata may add to them)", options)
         return uploads[0].conf()
 

@@ -399,7 +399,7 @@ class WhisperOnnx:
         if windows is None:
             windows = speech.windows() if use_vad and speech is not None else split_at_silences(audio, max_seconds=CHUNK_SECONDS)
         count = stats if stats is not None else {}
-        for k in ("windows", "decoded", "skipped_no_vad_speech", "skipped_silent", "no_speech_by_whisper", "dropped_outside_speech", "tails"):
+        for k in ("windows", "decoded", "skipped_no_vad_speech", "skipped_silent", "no_speech_by_whisper", "dropped_outside_speech", "tails", "overlong"):
             count.setdefault(k, 0)
         count["windows"] += len(windows)
         if use_vad and speech is not None:
@@ -443,7 +443,7 @@ class WhisperOnnx:
                         last = _cut_overlong(segs[-1], speech)
                         if last is not segs[-1]:
                             segs[-1] = last
-                            count["overlong"] = count.get("overlong", 0) + 1
+                            count["overlong"] += 1
                 ready += segs
                 tail = _missed_tail(audio, res.window, segs, speech if use_vad else None) if opts.timestamps and opts.recover_tails else None
                 if tail is not None:

@@ -34,6 +34,7 @@ import numpy as np
 
 from vidnotes.features import _hann, mel_filters
 from vidnotes.onnxutil import make_session
+from vidnotes.types import speaker_count
 
 TASK = "speaker"
 SAMPLE_RATE = 16_000
@@ -642,14 +643,7 @@ def replace_transcript(transcript: Any, segments: list[Any]) -> Any:
 
 
 def parse_speakers(value: str | int | None) -> int | None:
-    """``auto`` (or None/0) -> None, else a speaker count >= 1."""
-    if value is None:
+    """``auto`` (or None/0/"") -> None, else a speaker count >= 1 (:func:`vidnotes.types.speaker_count`)."""
+    if value is None or value == 0 or (isinstance(value, str) and value.strip() in ("", "0")):
         return None
-    if isinstance(value, int):
-        return value or None
-    v = str(value).strip().lower()
-    if v in ("", "auto", "0"):
-        return None
-    if not v.isdigit() or int(v) < 1 or int(v) > 32:
-        raise ValueError(f"speakers must be auto or a count from 1 to 32, got {value!r}")
-    return int(v)
+    return speaker_count(value)

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from vidnotes.storage import Storage, StorageError, check_key
+from vidnotes.types import speaker_count
 
 
 def _object_key(key: str) -> str:
@@ -94,20 +95,7 @@ class JobRequest(_Payload):
     job_id: JobId
 
 
-def _speakers(v: Any) -> Any:
-    """``"auto"`` or a speaker count 1-32 (``2`` or ``"2"``); the same rule as ``--speakers``."""
-    if isinstance(v, bool):
-        raise ValueError("must be \"auto\" or a speaker count from 1 to 32")
-    if isinstance(v, int):
-        v = str(v)
-    if isinstance(v, str):
-        v = v.strip().lower()
-        if v == "auto" or (v.isdigit() and 1 <= int(v) <= 32):
-            return v
-    raise ValueError(f"must be \"auto\" or a speaker count from 1 to 32, got {v!r}")
-
-
-Speakers = Annotated[str, BeforeValidator(_speakers)]
+Speakers = Annotated[str, BeforeValidator(lambda v: str(speaker_count(v) or "auto"))]  # "auto" or "2" (types.speaker_count)
 # the names readers see for the diarized speakers: {"1": "Ada", "2": "Grace"} (Speaker 1 -> Ada)
 SpeakerNames = dict[Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]?$")], Annotated[str, StringConstraints(min_length=1, max_length=80)]]
 

@@ -1,5 +1,5 @@
 """What the Airflow DAGs (``dags/video_to_notes.py``) decide, kept free of Airflow and of anything
-heavy: the standard library only, so the DAG file parses in milliseconds and all of this is
+heavy: the standard library (and vidnotes.types) only, so the DAG file parses in milliseconds and all of this is
 tested without a scheduler.
 
 - :func:`uploads_from_asset_extras`, :func:`uploads_from_sqs_messages`, :func:`uploads_from_body`,
@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 from urllib.parse import unquote_plus
+
+from vidnotes.types import MAX_SPEAKERS, speaker_count
 
 STAGES = ("parse_trigger", "extract_audio", "transcribe", "diarize", "summarize", "render_pdf")
 TEST_EVENT = "s3:TestEvent"
@@ -193,14 +195,15 @@ def run_options(params: Mapping[str, Any] | None, settings: Settings, upload: Ma
     if not _LANGUAGE.match(language):
         raise BadTrigger(f'language must be "auto" or a Whisper language code such as "ru", got {raw_language!r} from {where}')
     raw, where = pick("speakers")
-    speakers: str | None = None if isinstance(raw, bool) else str(raw).strip().lower()
-    if speakers in ("", "off", "none"):
-        speakers = None
-    if isinstance(raw, bool) or (speakers is not None and speakers != "auto" and not (speakers.isdigit() and 1 <= int(speakers) <= 32)):
-        raise BadTrigger(f'speakers must be "auto", a speaker count from 1 to 32, or "off", got {raw!r} from {where}')
+    speakers: str | None = None
+    if isinstance(raw, bool) or str(raw).strip().lower() not in ("", "off", "none"):
+        try:
+            speakers = str(speaker_count(raw) or "auto")
+        except ValueError:
+            raise BadTrigger(f'speakers must be "auto", a speaker count from 1 to {MAX_SPEAKERS}, or "off", got {raw!r} from {where}') from None
     names = params.get("speaker_names") or {}
     if not isinstance(names, Mapping) or not all(
-        str(k).strip().isdigit() and 1 <= int(str(k)) <= 32 and isinstance(v, str) and v.strip() and len(v) <= 80 for k, v in names.items()
+        str(k).strip().isdigit() and 1 <= int(str(k)) <= MAX_SPEAKERS and isinstance(v, str) and v.strip() and len(v) <= 80 for k, v in names.items()
     ):
         raise BadTrigger(f'speaker_names must map speaker numbers to names, like {{"1": "Ada", "2": "Grace"}}, got {json.dumps(names, default=str)[:200]}')
     if names and speakers is None:

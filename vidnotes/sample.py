@@ -51,20 +51,13 @@ def make_prompt_talk(out: Path, language: str, *, prompts: int = 45, pause: floa
     came out as Latin and repetition loops), so the non-English samples use real voices."""
     from vidnotes.audio import decode_audio
     from vidnotes.datasets import language_prompts
-    from vidnotes.media import write_wav
 
     chosen = language_prompts(language, min_words=4)[::4][:prompts]
     gap = np.zeros(int(pause * 16000), dtype=np.float32)
     parts: list[np.ndarray] = []
     for p in chosen:
         parts += [decode_audio(p.path), gap]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        wav = Path(tmp) / "speech.wav"
-        write_wav(wav, np.concatenate(parts))
-        _mux(wav, out, timeout=timeout)
-    return out
+    return _video_of(np.concatenate(parts), out, timeout=timeout)
 
 
 def make_dialogue(out: Path, *, turns: int = 5, pause: float = 0.7, timeout: float = 120.0) -> Path:
@@ -74,7 +67,6 @@ def make_dialogue(out: Path, *, turns: int = 5, pause: float = 0.7, timeout: flo
     diarization is shown on (``make demo VIDEO=... SPEAKERS=auto``; docs/speakers.md)."""
     from vidnotes.audio import decode_audio
     from vidnotes.datasets import POCKETSPHINX_DATA, eligible, read_transcripts
-    from vidnotes.media import write_wav
 
     prompts = [r for r in eligible(read_transcripts()) if r.name.startswith("conf-")][: 3 * turns]
     reader = sorted((POCKETSPHINX_DATA / "librivox").glob("*.wav"))
@@ -85,11 +77,18 @@ def make_dialogue(out: Path, *, turns: int = 5, pause: float = 0.7, timeout: flo
     for t in range(turns):
         parts += [x for r in prompts[3 * t : 3 * t + 3] for x in (decode_audio(r.path), gap[: len(gap) // 2])] + [gap]
         parts += [decode_audio(reader[t % len(reader)]), gap]
+    return _video_of(np.concatenate(parts), out, timeout=timeout)
+
+
+def _video_of(audio: np.ndarray, out: Path, *, timeout: float) -> Path:
+    """An MP4 at ``out`` of 16 kHz mono ``audio`` over the sample picture."""
+    from vidnotes.media import write_wav
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "speech.wav"
-        write_wav(wav, np.concatenate(parts))
+        write_wav(wav, audio)
         _mux(wav, out, timeout=timeout)
     return out
 

@@ -168,23 +168,20 @@ class S3Storage:
             return False
         return True
 
-    def size(self, key: str) -> int:
+    def _head(self, key: str) -> dict:
         try:
-            return int(self.client.head_object(Bucket=self.bucket, Key=check_key(key))["ContentLength"])
+            return self.client.head_object(Bucket=self.bucket, Key=check_key(key))
         except Exception as e:
             if (err := self._translated(e, key)) is not None:
                 raise err from e
             raise
 
+    def size(self, key: str) -> int:
+        return int(self._head(key)["ContentLength"])
+
     def metadata(self, key: str) -> dict[str, str]:
         """The object's user metadata (``x-amz-meta-*``, names lower-case without the prefix)."""
-        try:
-            meta = self.client.head_object(Bucket=self.bucket, Key=check_key(key)).get("Metadata") or {}
-        except Exception as e:
-            if (err := self._translated(e, key)) is not None:
-                raise err from e
-            raise
-        return {str(k).lower(): str(v) for k, v in meta.items()}
+        return {str(k).lower(): str(v) for k, v in (self._head(key).get("Metadata") or {}).items()}
 
     def list(self, prefix: str) -> list[str]:
         keys: list[str] = []

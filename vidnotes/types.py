@@ -5,6 +5,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+MAX_SPEAKERS = 32  # the most speakers a run may ask for (--speakers, payloads, DAG params)
+
+
+def speaker_count(value: str | int) -> int | None:
+    """``"auto"`` -> None (estimate the count), ``"3"`` or ``3`` -> 3; anything else, a bool, or a
+    count outside 1-``MAX_SPEAKERS`` raises ValueError. The one rule for ``speakers`` everywhere."""
+    v = value.strip().lower() if isinstance(value, str) else value
+    if v == "auto":
+        return None
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = str(v)
+    if isinstance(v, str) and v.isdigit() and 1 <= int(v) <= MAX_SPEAKERS:
+        return int(v)
+    raise ValueError(f'speakers must be "auto" or a count from 1 to {MAX_SPEAKERS}, got {value!r}')
+
 
 @dataclass(frozen=True, slots=True)
 class Segment:
