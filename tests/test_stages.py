@@ -141,6 +141,8 @@ def test_missing_upload_and_out_of_order_stages(tmp_path):
         (jobs.TranscribeRequest, {"job_id": "../../etc/passwd", "chunks": [0]}, "job_id: String should match pattern"),
         (jobs.TranscribeRequest, {"job_id": "0123456789abcdef", "chunks": []}, "chunks: List should have at least 1 item"),
         (jobs.TranscribeRequest, {"job_id": "0123456789abcdef", "chunks": [-1]}, "greater than or equal to 0"),
+        (jobs.SummarizeRequest, {"job_id": "0123456789abcdef", "speakers": True, "speaker_names": {"33": "Ada"}}, "a speaker number is 1 to 32"),
+        (jobs.DiarizeRequest, {"job_id": "0123456789abcdef", "speakers": "0"}, "a count from 1 to 32"),
         (jobs.JobRequest, ["not", "an", "object"], "expected a JSON object"),
         (jobs.JobRequest, "{not json", "not JSON"),
     ],

@@ -340,3 +340,23 @@ def test_speech_between_long_pauses_is_packed_into_one_window_and_timed_in_the_o
     full = int(30 * SAMPLE_RATE)
     assert pack_windows([Window(0, 100), Window(100, 300)]) == [Window(0, 300)]  # adjacent: one piece
     assert len(pack_windows([Window(0, full - 10), Window(full, full + 100)])) == 2  # too long together
+
+
+def test_an_overlong_last_segment_is_cut_where_its_text_runs_out():
+    """Whisper sometimes gives a window's last segment a few words and an end many seconds of
+    speech later (a passage it skipped): the segment ends where its text's speech at a typical
+    rate runs out, so the rest is decoded again as a missed tail; plausible segments stay."""
+    from vidnotes.asr import _cut_overlong
+    from vidnotes.types import Segment
+
+    s = SAMPLE_RATE
+    sp = SpeechMap((Window(0, 2 * s), Window(3 * s, 5 * s), Window(6 * s, 20 * s)), 20 * s)
+    short = Segment(0.0, 20.0, "Good morning and welcome.")  # 25 chars: 2.5 s plausible, 18 s of speech
+    cut = _cut_overlong(short, sp)
+    assert (cut.start, cut.end, cut.text) == (0.0, 2.0, short.text)  # 25/15 = 1.7 s: inside the first region
+    longer = Segment(0.0, 20.0, "x" * 40)  # 40/15 = 2.7 s of speech: runs out in the second region
+    assert _cut_overlong(longer, sp).end == 5.0
+    plausible = Segment(0.0, 20.0, "y" * 80)  # 8 s plausible: 2 x 8 + 3 = 19 s >= 18 s of speech
+    assert _cut_overlong(plausible, sp) is plausible
+    in_last = Segment(6.0, 20.0, "z" * 20)  # the speech runs out only in the last region: nothing to cut
+    assert _cut_overlong(in_last, sp) is in_last

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from vidnotes.storage import Storage, StorageError, check_key
-from vidnotes.types import speaker_count
+from vidnotes.types import speaker_count, speaker_number
 
 
 def _object_key(key: str) -> str:
@@ -97,7 +97,9 @@ class JobRequest(_Payload):
 
 Speakers = Annotated[str, BeforeValidator(lambda v: str(speaker_count(v) or "auto"))]  # "auto" or "2" (types.speaker_count)
 # the names readers see for the diarized speakers: {"1": "Ada", "2": "Grace"} (Speaker 1 -> Ada)
-SpeakerNames = dict[Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]?$")], Annotated[str, StringConstraints(min_length=1, max_length=80)]]
+SpeakerNames = dict[
+    Annotated[str, AfterValidator(lambda k: str(speaker_number(k)))], Annotated[str, StringConstraints(min_length=1, max_length=80)]
+]
 
 
 class DiarizeRequest(_Payload):

@@ -21,6 +21,18 @@ def speaker_count(value: str | int) -> int | None:
     raise ValueError(f'speakers must be "auto" or a count from 1 to {MAX_SPEAKERS}, got {value!r}')
 
 
+def speaker_number(value: str | int) -> int:
+    """A speaker's number as readers see it (``"2"`` -> 2, "Speaker 2"), 1-``MAX_SPEAKERS``; the
+    keys of ``speaker_names``. Anything else raises ValueError."""
+    try:
+        n = None if str(value).strip().lower() == "auto" else speaker_count(value)
+    except ValueError:
+        n = None
+    if n is None:
+        raise ValueError(f"a speaker number is 1 to {MAX_SPEAKERS}, got {value!r}")
+    return n
+
+
 @dataclass(frozen=True, slots=True)
 class Segment:
     """A stretch of speech with its text; times in seconds from the start of the audio."""
