@@ -90,7 +90,7 @@ down:  ## stop the local stack and the Docker engine if vidnotes started it
 stack-status:  ## processes and health of the local stack
 	VENV=$(VENV) localstack/stack.sh status
 
-airflow: up  ## Airflow on :8080 (api-server, scheduler, dag-processor, triggerer) over the local stack (docs/airflow.md)
+airflow: up  ## Airflow on :8080 (api-server, scheduler, dag-processor, triggerer; PostgreSQL under build/airflow/postgres) over the local stack (docs/airflow.md)
 	VENV=$(VENV) scripts/airflow.sh up
 
 airflow-down:  ## stop Airflow (`make down` stops the stack)
@@ -132,6 +132,7 @@ lint:  ## ruff over the repository (also part of make test)
 
 clean:  ## stop Airflow and the stack, remove build outputs (keeps .venvs and the model store)
 	-scripts/airflow.sh down
+	-VIDNOTES_PG_DIR=build/airflow/postgres scripts/postgres.sh destroy
 	-scripts/mlflow.sh down
 	-localstack/stack.sh down
 	-scripts/docker.sh down

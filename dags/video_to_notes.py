@@ -1,6 +1,6 @@
 """vidnotes on Airflow: an upload to the inbox bucket becomes a transcript and notes (PDF, Markdown, chapters).
 
-Two DAGs (docs/airflow.md):
+Three DAGs (docs/airflow.md):
 
 ``video_to_notes_uploads`` (event-driven, ``schedule=[VIDNOTES_UPLOADS]``)
     S3 ``ObjectCreated`` on the inbox bucket -> SQS queue -> the asset ``vidnotes_uploads``, whose
@@ -18,6 +18,11 @@ Two DAGs (docs/airflow.md):
     the Amazon provider's ``LambdaHook``; a function error fails the task with the function's
     errorMessage. Input errors (errorType ``StageFailed``: not a video, too large, ...) fail at
     once; anything else (timeouts, throttling, crashes) is retried with exponential backoff.
+
+``video_to_notes_reconcile`` (every ``reconcile_every`` s, and when ``make airflow`` starts)
+    the safety net of the event path: a ``video_to_notes`` run for every inbox upload no run took
+    (its S3 event lost, e.g. by a triggerer that died after taking the message off the queue), was
+    replaced since its run, or whose job a run left ``running`` when it ended.
 
 Why one run per upload rather than mapping over uploads inside one run: the transcribe fan-out
 is itself a mapped task, and Airflow does not map inside a mapped task group ("operator
@@ -43,15 +48,18 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleExcept
 from airflow.task.trigger_rule import TriggerRule
 
 from vidnotes.orchestration import (
+    ACTIVE_RUN_STATES,
     STAGES,
     BadTrigger,
     Settings,
     job_id_from_error,
+    lost_uploads,
     run_id_for,
     run_options,
     same_options,
     stage_of,
     stage_outcome,
+    upload_record_key,
     uploads_from_asset_extras,
     uploads_from_conf,
 )
@@ -60,6 +68,7 @@ log = logging.getLogger(__name__)
 CFG = Settings.load()  # environment only at parse time; tasks re-read it with the Variable `vidnotes`
 PIPELINE_DAG_ID = "video_to_notes"
 UPLOADS_DAG_ID = "video_to_notes_uploads"
+RECONCILE_DAG_ID = "video_to_notes_reconcile"
 
 VIDNOTES_UPLOADS = Asset(
     name="vidnotes_uploads",
@@ -151,24 +160,75 @@ def _job_status(job_id: str) -> dict[str, Any]:
     return status if isinstance(status, dict) else {}
 
 
-def _claim_job(job_id: str, upload: dict[str, Any], options: dict[str, Any]) -> None:
+def _claim_job(job_id: str, upload: dict[str, Any], options: dict[str, Any]) -> bool:
     """Note in the job's status.json that this run processes it, so that a run for the same
-    content (a duplicate upload) waits for this one instead of doing the work again."""
+    content (a duplicate upload) waits for this one instead of doing the work again. Atomic: the
+    write is conditional on the status.json it read (S3's If-Match on its ETag, If-None-Match
+    when there was none), so of two runs claiming at once one wins and the other gets False (and
+    looks again); False too when another run that is still active holds the job."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from botocore.exceptions import ClientError
 
     cfg = settings()
     ti = get_current_context()["ti"]
-    status = _job_status(job_id)
+    client = S3Hook(aws_conn_id=cfg.aws_conn_id).get_conn()
+    key = f"jobs/{job_id}/status.json"
+    try:
+        obj = client.get_object(Bucket=cfg.results_bucket, Key=key)
+        body, etag = obj["Body"].read(), obj["ETag"]
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+            raise
+        body, etag = b"", None
+    try:
+        status = json.loads(body) if body else {}
+    except ValueError:
+        status = {}
+    if not isinstance(status, dict):
+        status = {}
+    owner = (status.get("airflow") or {}).get("run_id")
+    if status.get("state") == "running" and owner and owner != ti.run_id and _run_state(owner) in ACTIVE_RUN_STATES:
+        return False
     status.pop("error", None)  # a failed job uploaded again is being processed again
     status.update(state="running", options=options, airflow={"dag_id": ti.dag_id, "run_id": ti.run_id, "outcome": "running", "upload": upload})
-    S3Hook(aws_conn_id=cfg.aws_conn_id).load_string(
-        json.dumps(status, indent=2, ensure_ascii=False), f"jobs/{job_id}/status.json", bucket_name=cfg.results_bucket, replace=True
-    )
+    condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+    try:
+        client.put_object(Bucket=cfg.results_bucket, Key=key, Body=json.dumps(status, indent=2, ensure_ascii=False).encode(), **condition)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+            return False
+        raise
+    return True
+
+
+def _record_upload(upload: dict[str, Any], job_id: str | None = None) -> None:
+    """Note in the results bucket which run took this inbox object (and, once known, its job), so
+    video_to_notes_reconcile can tell an upload no run took from one in hand."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    cfg = settings()
+    s3 = S3Hook(aws_conn_id=cfg.aws_conn_id)
+    head = s3.head_object(upload["key"], bucket_name=upload["bucket"])
+    if head is None:  # extract_audio reports a missing upload itself
+        return
+    record = {"bucket": upload["bucket"], "key": upload["key"], "etag": str(head.get("ETag", "")).strip('"'),
+              "run_id": get_current_context()["ti"].run_id, "job_id": job_id,
+              "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+    s3.load_string(json.dumps(record, ensure_ascii=False), upload_record_key(upload["bucket"], upload["key"]), bucket_name=cfg.results_bucket, replace=True)
+
+
+def _run_state(run_id: str) -> str | None:
+    """The state of a video_to_notes run, or None when there is no such run."""
+    ti = get_current_context()["ti"]
+    if not run_id or not ti.get_dr_count(dag_id=PIPELINE_DAG_ID, run_ids=[run_id]):
+        return None
+    state = ti.get_dagrun_state(dag_id=PIPELINE_DAG_ID, run_id=run_id)
+    return str(getattr(state, "value", state))
 
 
 @dag(
     dag_id=PIPELINE_DAG_ID,
-    description="One upload -> transcript and notes: notes.pdf, notes.md, notes.json, chapters.vtt (the four Lambda stages)",
+    description="One upload -> transcript and notes: notes.pdf, notes.md, notes.json, chapters.vtt (the Lambda stages)",
     schedule=None,
     catchup=False,
     max_active_runs=4,
@@ -224,7 +284,9 @@ def video_to_notes():
         """Returns the transcribe payloads, one per batch of chunks (what the fan-out maps over);
         the function's whole result is the XCom ``extract``, the job id the XCom ``job_id``."""
         ti = get_current_context()["ti"]
+        _record_upload(upload)
         result = invoke("extract_audio", {"bucket": upload["bucket"], "key": upload["key"]})
+        _record_upload(upload, result["job_id"])
         ti.xcom_push(key="extract", value=result)
         ti.xcom_push(key="job_id", value=result["job_id"])
         log.info(
@@ -246,7 +308,9 @@ def video_to_notes():
             log.info("job %s already succeeded: skipping transcribe, summarize and render_pdf", job_id)
             return []
         owner = (status.get("airflow") or {}).get("run_id")
-        if status.get("state") == "running" and owner != ti.run_id and not (owner is None and ti.try_number > 1):
+        if owner and owner != ti.run_id and status.get("state") == "running" and _run_state(owner) not in ACTIVE_RUN_STATES:
+            log.warning("job %s was left running by run %s, which has ended: processing it here", job_id, owner)
+        elif status.get("state") == "running" and owner != ti.run_id and not (owner is None and ti.try_number > 1):
             # another run is turning the same content into notes right now: wait for its outcome
             # (rescheduled, so no worker slot is held), then skip if it succeeded
             cfg = settings()
@@ -256,7 +320,9 @@ def video_to_notes():
                 log.info("job %s is being processed by run %s: looking again in %d s", job_id, owner or "?", cfg.duplicate_poll)
                 raise AirflowRescheduleException(now + timedelta(seconds=cfg.duplicate_poll))
             log.warning("job %s has been running for over %d s without an outcome: processing it again", job_id, cfg.duplicate_wait)
-        _claim_job(job_id, upload, options)
+        if not _claim_job(job_id, upload, options):
+            log.info("job %s: another run claimed it at the same moment: looking again in %d s", job_id, settings().duplicate_poll)
+            raise AirflowRescheduleException(datetime.now(timezone.utc) + timedelta(seconds=settings().duplicate_poll))
         return [{"job_id": job_id, "chunks": batch, "language": options["language"]} for batch in result["batches"]]
 
     @task(execution_timeout=timedelta(seconds=CFG.timeout_transcribe), map_index_template="{{ chunk_range }}")
@@ -395,3 +461,68 @@ def video_to_notes_uploads():
 
 
 video_to_notes_uploads()
+
+
+# -- the safety net: uploads whose S3 event never became a run ----------------------------------
+@dag(
+    dag_id=RECONCILE_DAG_ID,
+    description="Every few minutes (and when make airflow starts): a run for every inbox upload that no run took",
+    schedule=timedelta(seconds=CFG.reconcile_every),
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args={**DEFAULT_ARGS, "retries": 1},
+    is_paused_upon_creation=False,
+    tags=["vidnotes"],
+    doc_md="""The SQS watcher deletes a message when it receives it, so an upload whose message the
+triggerer took but never turned into an asset event (it died in between) would wait forever.
+This DAG lists the inbox and starts a `video_to_notes` run (run id `reconcile__...`) for every
+upload aged `reconcile_min_age`..`reconcile_max_age` s that no run took, that was replaced since
+its run, or whose job a run left `running` when it ended. It skips a round while the upload
+queue still holds messages (the watcher has them to deliver first). docs/reliability.md.""",
+)
+def video_to_notes_reconcile():
+    @task
+    def find_lost_uploads() -> list[dict[str, Any]]:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        from airflow.providers.amazon.aws.hooks.sqs import SqsHook
+
+        cfg = settings()
+        attrs = SqsHook(aws_conn_id=cfg.aws_conn_id).get_conn().get_queue_attributes(
+            QueueUrl=cfg.queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        )["Attributes"]
+        waiting = sum(int(v) for v in attrs.values())
+        if waiting:
+            log.info("the upload queue holds %d message(s): the watcher delivers them first; looking again next round", waiting)
+            return []
+        s3 = S3Hook(aws_conn_id=cfg.aws_conn_id)
+        client = s3.get_conn()
+        objects = [o for page in client.get_paginator("list_objects_v2").paginate(Bucket=cfg.inbox_bucket, Prefix=cfg.reconcile_prefix)
+                   for o in page.get("Contents", [])]  # fmt: skip
+
+        def record(key: str) -> dict[str, Any] | None:
+            rkey = upload_record_key(cfg.inbox_bucket, key)
+            if not s3.check_for_key(rkey, bucket_name=cfg.results_bucket):
+                return None
+            try:
+                return json.loads(s3.read_key(rkey, bucket_name=cfg.results_bucket))
+            except ValueError:
+                return None
+
+        lost = lost_uploads(cfg.inbox_bucket, objects, record, _run_state, _job_status, now=datetime.now(timezone.utc),
+                            min_age=cfg.reconcile_min_age, max_age=cfg.reconcile_max_age)  # fmt: skip
+        log.info("%d object(s) under s3://%s/%s, %d without a run", len(objects), cfg.inbox_bucket, cfg.reconcile_prefix, len(lost))
+        for item in lost:
+            log.warning("s3://%s/%s: %s -> run %s", item.upload.bucket, item.upload.key, item.reason, item.run_id())
+        return [{"trigger_run_id": item.run_id(), "conf": item.upload.conf()} for item in lost]
+
+    TriggerDagRunOperator.partial(
+        task_id="start_runs",
+        trigger_dag_id=PIPELINE_DAG_ID,
+        skip_when_already_exists=True,  # a run this DAG started before for the same object version
+        wait_for_completion=False,
+        map_index_template="{{ task.conf['key'] }}",
+    ).expand_kwargs(find_lost_uploads())
+
+
+video_to_notes_reconcile()

@@ -6,15 +6,19 @@
 # $AIRFLOW_HOME (default build/airflow): run/<name>.pid, logs/<name>.log.
 # (`airflow standalone` would be one command, but it leaves its children running on SIGTERM.)
 #
-#   scripts/airflow.sh up       migrate the metadata DB (SQLite), start the four, wait until healthy
-#   scripts/airflow.sh down     stop what `up` started (process groups, TERM then KILL), idempotent
+#   scripts/airflow.sh up       start the metadata DB (PostgreSQL, scripts/postgres.sh), migrate it,
+#                               start the four, wait until healthy
+#   scripts/airflow.sh down     stop what `up` started (process groups, TERM then KILL; then the
+#                               database), idempotent
 #   scripts/airflow.sh status   each process and the API's health; exit 1 unless all run
 #   scripts/airflow.sh env      the environment the processes get (eval it to use the airflow CLI)
 #   scripts/airflow.sh logs [-f]
 #
 # Settings: VIDNOTES_AIRFLOW_HOME, VIDNOTES_AIRFLOW_PORT, VIDNOTES_LOCALSTACK_PORT,
 # VIDNOTES_LAMBDA_PORT (where the stack is), VIDNOTES_AIRFLOW_TIMEOUT (wait for health, 120 s),
-# VENV (the venv with the `airflow` extra, default .venv).
+# VENV (the venv with the `airflow` extra, default .venv), VIDNOTES_AIRFLOW_DB (`postgres`, the
+# default: the project's own cluster under build/postgres; `sqlite`: $AIRFLOW_HOME/airflow.db, for a
+# quick look without a server; LocalExecutor on SQLite is what Airflow calls a trial setup).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,6 +35,13 @@ RUN=$AF_HOME/run
 LOGS=$AF_HOME/logs
 API=http://127.0.0.1:$PORT
 COMPONENTS=(api-server dag-processor triggerer scheduler)
+DB_KIND=${VIDNOTES_AIRFLOW_DB:-postgres}
+export VIDNOTES_PG_DIR=${VIDNOTES_PG_DIR:-$AF_HOME/postgres}  # each AIRFLOW_HOME its own cluster
+case $DB_KIND in
+    postgres) DB_URL=$("$ROOT/scripts/postgres.sh" url) ;;
+    sqlite) DB_URL="sqlite:///$AF_HOME/airflow.db" ;;
+    *) echo "airflow: ERROR: VIDNOTES_AIRFLOW_DB must be postgres or sqlite, got '$DB_KIND'" >&2; exit 2 ;;
+esac
 
 say() { echo "airflow: $*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
@@ -42,7 +53,7 @@ export AIRFLOW_HOME='$AF_HOME'
 export AIRFLOW__CORE__DAGS_FOLDER='$ROOT/dags'
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__EXECUTOR=LocalExecutor
-export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN='sqlite:///$AF_HOME/airflow.db'
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN='$DB_URL'
 export AIRFLOW__CORE__PARALLELISM=4
 export AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG=4
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False
@@ -83,7 +94,8 @@ cmd_up() {
     if ! pid_of api-server "$(af_pattern api-server)" >/dev/null; then
         port_busy "$PORT" && die "port $PORT is in use (set VIDNOTES_AIRFLOW_PORT)"
     fi
-    say "migrating the metadata database ($AF_HOME/airflow.db)"
+    [[ $DB_KIND == postgres ]] && "$ROOT/scripts/postgres.sh" up
+    say "migrating the metadata database ($DB_KIND: $DB_URL)"
     "$AIRFLOW" db migrate >>"$LOGS/db-migrate.log" 2>&1 || { tail -n 30 "$LOGS/db-migrate.log" >&2; die "airflow db migrate failed"; }
     for name in "${COMPONENTS[@]}"; do
         if pid=$(pid_of "$name" "$(af_pattern "$name")"); then
@@ -124,6 +136,8 @@ cmd_down() {
     for name in scheduler triggerer dag-processor api-server; do
         stop "$name" "$(af_pattern "$name")" 30
     done
+    [[ $DB_KIND == postgres ]] && "$ROOT/scripts/postgres.sh" down
+    return 0
 }
 
 cmd_status() {
@@ -136,6 +150,11 @@ cmd_status() {
             rc=1
         fi
     done
+    if [[ $DB_KIND == postgres ]]; then
+        local pg
+        pg=$("$ROOT/scripts/postgres.sh" status) || rc=1
+        printf '%-14s %s\n' postgres "$pg"
+    fi
     if health=$(curl -sf "$API/api/v2/monitor/health" 2>/dev/null); then
         echo "health         $health"
     else

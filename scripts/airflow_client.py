@@ -59,6 +59,20 @@ class Airflow:
     def dag_runs(self, dag_id: str, **params) -> list[dict]:
         return self.get(f"/api/v2/dags/{dag_id}/dagRuns", order_by="-run_after", limit=100, **params)["dag_runs"]
 
+    def trigger(self, dag_id: str, conf: dict | None = None) -> dict:
+        """Start a run of ``dag_id`` now (as the UI's trigger button does); the new run."""
+        return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+
+    def wait_run(self, dag_id: str, run_id: str, *, timeout: float = 120, poll: float = 1.0) -> dict | None:
+        """Wait until the run finishes; the run, or None on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}")
+            if run["state"] in FINISHED:
+                return run
+            time.sleep(poll)
+        return None
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         run = urllib.parse.quote(run_id, safe="")
         return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run}/taskInstances", limit=100)["task_instances"]

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages vidnotes needs: ffmpeg (decoding), espeak-ng + sox (sample speech),
 # poppler-utils (pdftotext in tests), and the Asterisk prompts (real speech with transcripts:
-# English, Russian, French, Spanish, Italian).
+# English, Russian, French, Spanish, Italian), and PostgreSQL's server binaries (Airflow's metadata
+# database, a cluster of the project's own: scripts/postgres.sh).
 # `system-deps.sh bench` adds the text sources of bench/bench_chapters.py: prose documents
 # (debian-handbook, python3.11-doc, manpages-ru), and the Fish Fillets NG voices of bench/bench_diarize.py.
 set -euo pipefail
-PKGS=(ffmpeg espeak-ng sox poppler-utils asterisk-core-sounds-en asterisk-core-sounds-en-g722 pocketsphinx-testdata)
+PKGS=(ffmpeg espeak-ng sox poppler-utils asterisk-core-sounds-en asterisk-core-sounds-en-g722 pocketsphinx-testdata postgresql)
 for lang in ru fr es it; do  # real speech in other languages (text + 8 kHz audio): tests and benchmarks
   PKGS+=("asterisk-core-sounds-$lang" "asterisk-core-sounds-$lang-wav")
 done
@@ -21,5 +22,9 @@ done
 [ ${#missing[@]} -eq 0 ] && exit 0
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 echo "installing Debian packages: ${missing[*]}" >&2
+if [[ " ${missing[*]} " == *" postgresql "* ]]; then  # the binaries only: no system cluster made at install
+  $SUDO mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" | $SUDO tee /etc/postgresql-common/createcluster.d/vidnotes.conf >/dev/null
+fi
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

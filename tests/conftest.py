@@ -52,8 +52,9 @@ def live_stack(store, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def airflow_settings(live_stack, tmp_path_factory) -> dict[str, str]:
-    """The environment `scripts/airflow.sh env` gives Airflow (its own AIRFLOW_HOME, SQLite, the
-    connection aws_vidnotes to the test stack), with its DB migrated once per session."""
+    """The environment `scripts/airflow.sh env` gives Airflow (its own AIRFLOW_HOME, the connection
+    aws_vidnotes to the test stack), with its DB migrated once per session. SQLite: in-process
+    Airflow (DagBag, dag.test()) needs no server; `airflow_up` runs on PostgreSQL as `make airflow` does."""
     import json
     import subprocess
     import sys
@@ -63,7 +64,7 @@ def airflow_settings(live_stack, tmp_path_factory) -> dict[str, str]:
     home = tmp_path_factory.mktemp("airflow-home")
     dump = subprocess.run(
         ["bash", "-c", f'eval "$({REPO}/scripts/airflow.sh env)" && {sys.executable} -c "import os, json; print(json.dumps(dict(os.environ)))"'],
-        env=airflow_env(live_stack, home), capture_output=True, text=True, check=True, timeout=30,
+        env={**airflow_env(live_stack, home), "VIDNOTES_AIRFLOW_DB": "sqlite"}, capture_output=True, text=True, check=True, timeout=30,
     )  # fmt: skip
     env = {k: v for k, v in json.loads(dump.stdout).items() if k.startswith(("AIRFLOW", "VIDNOTES_AIRFLOW_"))}
     env["VIDNOTES_AIRFLOW_RETRY_DELAY"] = "1"  # a retried stage waits 1 s, 2 s, ... here

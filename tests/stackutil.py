@@ -140,6 +140,11 @@ def airflow_env(stack: dict, home: Path, port: int | None = None) -> dict[str, s
         "VIDNOTES_AIRFLOW_PORT": str(port or free_ports(1)),
         "VIDNOTES_LOCALSTACK_PORT": s3_port,
         "VIDNOTES_LAMBDA_PORT": lambda_port,
+        # reconciliation looks only under lost/ (the session's other uploads are the other tests'
+        # business) and at uploads older than 3 s
+        "VIDNOTES_AIRFLOW_RECONCILE_PREFIX": "lost/",
+        "VIDNOTES_AIRFLOW_RECONCILE_MIN_AGE": "3",
+        "VIDNOTES_AIRFLOW_DB": "postgres",  # as make airflow (the in-process fixture's sqlite may be in os.environ)
         "VENV": str(Path(sys.executable).parents[1]),
     }
 
@@ -158,15 +163,23 @@ def airflow_up(stack: dict, home: Path) -> Iterator[dict]:
     its own AIRFLOW_HOME, pointed at the stack; `down` on exit, checking nothing is left."""
     env = airflow_env(stack, home)
     script = str(REPO / "scripts" / "airflow.sh")
+    pg = [str(REPO / "scripts" / "postgres.sh")]
+    pg_env = {**env, "VIDNOTES_PG_DIR": str(home / "postgres")}  # what airflow.sh gives it
+    cluster = Path(subprocess.run([*pg, "dir"], env=pg_env, capture_output=True, text=True, check=True).stdout.strip())
+    postmaster = cluster / "data" / "postmaster.pid"  # the metadata database's server (scripts/postgres.sh)
     try:
         up = subprocess.run([script, "up"], env=env, capture_output=True, text=True, timeout=300)
         assert up.returncode == 0, up.stderr + "\n" + log_tails(home / "logs")
+        assert "migrating the metadata database (postgres: postgresql+psycopg2://" in up.stderr and postmaster.is_file(), up.stderr
         yield {"env": env, "home": home, "url": f"http://127.0.0.1:{env['VIDNOTES_AIRFLOW_PORT']}", "script": script, "up": up}
     finally:
         pids = {f.name: f.read_text().strip() for f in (home / "run").glob("*.pid")}
+        if postmaster.is_file():
+            pids["postgres"] = postmaster.read_text().split()[0]
         down = subprocess.run([script, "down"], env=env, capture_output=True, text=True, timeout=180)
     assert down.returncode == 0, down.stderr
-    assert not list((home / "run").glob("*.pid"))
+    assert not list((home / "run").glob("*.pid")) and not postmaster.exists()
+    subprocess.run([*pg, "destroy"], env=pg_env, capture_output=True, check=True, timeout=60)
     left = [p for p in pids.values() if running(int(p))]
     assert not left, f"airflow processes left running: {left}"
 

@@ -65,7 +65,7 @@ print(json.dumps({{"errors": {{k: str(v)[-500:] for k, v in bag.import_errors.it
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["errors"] == {}
-    assert set(out["dags"]) == {"video_to_notes", "video_to_notes_uploads", "train_and_redeploy"}
+    assert set(out["dags"]) == {"video_to_notes", "video_to_notes_uploads", "video_to_notes_reconcile", "train_and_redeploy"}
     assert out["dags"]["video_to_notes"] == sorted(PIPELINE)
     assert out["heavy"] == [], f"heavy modules imported at parse time: {out['heavy']}"
     assert max(out["file_s"]) < 2.0, out  # the dag-processor's own measure of the file (~0.3 s here)
@@ -95,6 +95,8 @@ def test_dag_structure(dagbag):
     trigger_path, kwargs = watcher.trigger.serialize()
     assert trigger_path.endswith("SqsSensorTrigger") and kwargs["sqs_queue"].endswith("/000000000000/vidnotes-uploads")
     assert kwargs["aws_conn_id"] == "aws_vidnotes"
+    reconcile = dagbag.dags["video_to_notes_reconcile"]
+    assert reconcile.max_active_runs == 1 and {t.task_id for t in reconcile.tasks} == {"find_lost_uploads", "start_runs"}
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +277,7 @@ def test_conf_and_message_shapes():
 def test_upload_alone_runs_the_pipeline_in_airflow(live_stack, talk, tmp_path_factory):
     """`aws s3 cp` and nothing else: the watcher sees the S3 event on SQS, the scheduler runs the
     DAGs, the PDF lands in the results bucket; a bad upload next to it fails on its own."""
-    budget = 240
+    budget = 360
     t0 = time.monotonic()
     drain_queue(live_stack["s3"])  # earlier tests' uploads are not this test's business
     home = tmp_path_factory.mktemp("airflow-system")
@@ -301,6 +303,20 @@ def test_upload_alone_runs_the_pipeline_in_airflow(live_stack, talk, tmp_path_fa
         took = time.monotonic() - t0
         runs = api.dag_runs("video_to_notes_uploads")
         assert runs and all(r["run_type"] == "asset_triggered" for r in runs)  # the watcher, not a person
+        # reconciliation ran once when Airflow came up (its schedule's first round) and found nothing
+        assert any(r["run_type"] == "scheduled" for r in api.dag_runs("video_to_notes_reconcile")), diag()
+        lost_key, lost_video = lose_an_upload(live_stack, af, tmp_path_factory)
+        time.sleep(3.5)  # reconcile_min_age here (tests/stackutil.py)
+        rec = api.wait_run("video_to_notes_reconcile", api.trigger("video_to_notes_reconcile")["dag_run_id"], timeout=120)
+        assert rec is not None and rec["state"] == "success", diag()
+        lost_run = api.wait_for_upload(lost_key, timeout=max(60, budget - (time.monotonic() - t0)))
+        assert lost_run is not None and lost_run["state"] == "success" and lost_run["dag_run_id"].startswith("reconcile__"), diag()
+        again = api.wait_run("video_to_notes_reconcile", api.trigger("video_to_notes_reconcile")["dag_run_id"], timeout=120)
+        assert again is not None and again["state"] == "success", diag()
+        lost_runs = [r for r in api.dag_runs("video_to_notes") if (r.get("conf") or {}).get("key") == lost_key]
+        assert [r["dag_run_id"] for r in lost_runs] == [lost_run["dag_run_id"]], lost_runs  # exactly once
+    lost_status = s3_json(live_stack, "vidnotes-results", f"jobs/{hashlib.sha256(lost_video.read_bytes()).hexdigest()[:16]}/status.json")
+    assert lost_status["state"] == "succeeded" and lost_status["airflow"]["run_id"] == lost_run["dag_run_id"]
     job_id = hashlib.sha256(video.read_bytes()).hexdigest()[:16]
     status = s3_json(live_stack, "vidnotes-results", f"jobs/{job_id}/status.json")
     assert status["state"] == "succeeded" and status["airflow"]["run_id"] == run["dag_run_id"]
@@ -308,6 +324,31 @@ def test_upload_alone_runs_the_pipeline_in_airflow(live_stack, talk, tmp_path_fa
     bad_status = s3_json(live_stack, "vidnotes-results", f"jobs/{hashlib.sha256(bad_file.read_bytes()).hexdigest()[:16]}/status.json")
     assert bad_status["state"] == "failed" and bad_status["error"]["task"] == "extract_audio"
     print(f"airflow up in {started:.1f} s; both uploads finished {took:.1f} s after the test began")
+
+
+def lose_an_upload(stack: dict, af: dict, tmp_path_factory) -> tuple[str, Path]:
+    """The failure docs/reliability.md names: the triggerer takes an upload's message off the
+    queue (the SQS trigger deletes what it receives) and dies before the asset event is stored.
+    Here: the triggerer is killed (SIGKILL, its whole process group), then the upload is made and
+    its message received and deleted as the dead triggerer had done. The upload and its path."""
+    import signal
+
+    pid = int((af["home"] / "run" / "triggerer.pid").read_text())
+    os.killpg(pid, signal.SIGKILL)
+    video = make_sample_video(tmp_path_factory.mktemp("lost") / "lost.mp4", text=(
+        "Glaciers move because ice flows under its own weight. They carve valleys as they go. Thank you."))  # fmt: skip
+    key = f"lost/Gletscher {uuid.uuid4().hex[:4]}.mp4"
+    assert aws_cli(stack["s3"], "s3", "cp", str(video), f"s3://vidnotes-inbox/{key}").returncode == 0
+    sqs = client("sqs", stack["s3"])
+    url = sqs.get_queue_url(QueueName="vidnotes-uploads")["QueueUrl"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=2).get("Messages", [])
+        for m in msgs:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        if any(u.key == key for m in msgs for u in uploads_from_body(m["Body"])):
+            return key, video
+    raise AssertionError(f"the upload's message never reached the queue: {key}")
 
 
 def test_stage_outcome_names_the_first_failed_task():
@@ -333,6 +374,40 @@ def test_stage_outcome_names_the_first_failed_task():
         Settings.load(env={}, variable={"fn_transcrib": "typo"})
 
 
+def test_lost_uploads_are_the_ones_no_run_took():
+    from datetime import timedelta
+
+    from vidnotes.orchestration import lost_uploads, upload_record_key
+
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=timezone.utc)
+    old, new = now - timedelta(minutes=10), now - timedelta(seconds=30)
+    objs = [{"Key": k, "Size": 10, "ETag": f'"{e}"', "LastModified": t} for k, e, t in [
+        ("talks/lost.mp4", "e1", old), ("talks/done.mp4", "e2", old), ("talks/young.mp4", "e3", new), ("talks/", "e0", old),
+        ("talks/replaced.mp4", "new", old), ("talks/in-hand.mp4", "e5", old), ("talks/orphan.mp4", "e6", old),
+        ("talks/failed.mp4", "e7", old), ("talks/ancient.mp4", "e8", now - timedelta(days=3)), ("talks/never-ran.mp4", "e9", old)]]  # fmt: skip
+    records = {
+        "talks/done.mp4": {"etag": "e2", "run_id": "r-done", "job_id": "j-done"},
+        "talks/replaced.mp4": {"etag": "old", "run_id": "r-old", "job_id": "j-old"},
+        "talks/in-hand.mp4": {"etag": "e5", "run_id": "r-running"},  # extract_audio not through yet
+        "talks/orphan.mp4": {"etag": "e6", "run_id": "r-killed", "job_id": "j-orphan"},
+        "talks/failed.mp4": {"etag": "e7", "run_id": "r-failed"},  # failed before a job: its outcome is recorded
+        "talks/never-ran.mp4": {"etag": "e9", "run_id": "r-missing"},  # recorded, but the run is gone
+    }
+    states = {"r-done": "success", "r-old": "success", "r-running": "running", "r-killed": "failed", "r-failed": "failed"}
+    jobs = {"j-done": {"state": "succeeded"}, "j-orphan": {"state": "running", "airflow": {"run_id": "r-killed"}}}
+    lost = lost_uploads("vidnotes-inbox", objs, records.get, states.get, lambda j: jobs.get(j, {}), now=now, min_age=120, max_age=86400)
+    got = {x.upload.key: x.reason for x in lost}
+    assert set(got) == {"talks/lost.mp4", "talks/replaced.mp4", "talks/orphan.mp4", "talks/never-ran.mp4"}, got
+    assert "no run was started" in got["talks/lost.mp4"] and "replaced" in got["talks/replaced.mp4"]
+    assert got["talks/orphan.mp4"] == "its run r-killed ended (failed) and left the job running"
+    by_key = {x.upload.key: x for x in lost}
+    assert by_key["talks/lost.mp4"].upload.etag == "e1" and by_key["talks/lost.mp4"].run_id().startswith("reconcile__lost.mp4__")
+    again = lost_uploads("vidnotes-inbox", objs, records.get, states.get, lambda j: jobs.get(j, {}), now=now, min_age=120, max_age=86400)
+    assert [x.run_id() for x in again] == [x.run_id() for x in lost]  # two looks start one run (skip_when_already_exists)
+    assert len({x.run_id() for x in lost}) == 4
+    assert upload_record_key("vidnotes-inbox", "talks/a.mp4") != upload_record_key("vidnotes-inbox", "talks/b.mp4")
+
+
 def test_run_options_from_conf_then_settings():
     from vidnotes.orchestration import BadTrigger, Settings, run_options, same_options
 
@@ -344,7 +419,8 @@ def test_run_options_from_conf_then_settings():
     assert run_options({"speakers": "off", "language": "EN"}, on)["speakers"] is None  # a run can turn the default off
     for bad, match in [({"speakers": "two"}, "speakers must be"), ({"speakers": 40}, "speakers must be"), ({"speakers": True}, "speakers must be"),
                        ({"speaker_names": {"1": "Ada"}}, "needs speakers"), ({"speakers": "auto", "speaker_names": ["Ada"]}, "must map"),
-                       ({"speakers": "auto", "speaker_names": {"first": "Ada"}}, "must map"), ({"language": "Russian"}, "language must be")]:  # fmt: skip
+                       ({"speakers": "auto", "speaker_names": {"first": "Ada"}}, "must map"), ({"speakers": "auto", "speaker_names": {"33": "Ada"}}, "1 to 32"),
+                       ({"language": "Russian"}, "language must be")]:  # fmt: skip
         with pytest.raises(BadTrigger, match=match):
             run_options(bad, cfg)
     # notes made before are reused only when they were made with the same options

@@ -21,12 +21,13 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
-from vidnotes.types import MAX_SPEAKERS, speaker_count
+from vidnotes.types import MAX_SPEAKERS, speaker_count, speaker_number
 
 STAGES = ("parse_trigger", "extract_audio", "transcribe", "diarize", "summarize", "render_pdf")
 TEST_EVENT = "s3:TestEvent"
@@ -170,6 +171,79 @@ def run_id_for(upload: Upload) -> str:
     return f"upload__{name}__{digest}"
 
 
+# -- reconciliation: uploads whose message was lost -------------------------------------------------
+ACTIVE_RUN_STATES = ("queued", "running")
+
+
+def upload_record_key(bucket: str, key: str) -> str:
+    """Where the results bucket records the runs of one inbox object (``uploads/<hash>.json``:
+    bucket, key, etag, run_id, job_id), written by the pipeline's extract_audio task."""
+    return f"uploads/{hashlib.sha256(f'{bucket}/{key}'.encode()).hexdigest()[:32]}.json"
+
+
+def _etag(value: Any) -> str:
+    return str(value or "").strip('"')
+
+
+@dataclass(frozen=True)
+class LostUpload:
+    """An inbox object that needs a pipeline run nobody started, and why."""
+
+    upload: Upload
+    reason: str
+    previous_run: str | None = None
+
+    def run_id(self) -> str:
+        """Unique per object version and per run it replaces, so two looks start one run."""
+        ident = f"{self.upload.bucket}/{self.upload.key}/{self.upload.etag or ''}/{self.previous_run or ''}"
+        name = _RUN_ID_UNSAFE.sub("_", self.upload.key.rsplit("/", 1)[-1]).strip("_")[:60] or "upload"
+        return f"reconcile__{name}__{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
+
+
+def lost_uploads(
+    bucket: str,
+    objects: Iterable[Mapping[str, Any]],
+    records: Callable[[str], Mapping[str, Any] | None],
+    run_state: Callable[[str], str | None],
+    job_status: Callable[[str], Mapping[str, Any]],
+    *,
+    now: datetime,
+    min_age: float,
+    max_age: float,
+) -> list[LostUpload]:
+    """The inbox ``objects`` (``ListObjectsV2`` entries: Key, Size, ETag, LastModified) that need a
+    run: never run (no record: the S3 event was lost, e.g. a triggerer that died after taking the
+    message off the queue), replaced since their last run (another ETag), or whose job a run left
+    ``running`` when it ended without an outcome. ``records(key)``: the upload's record
+    (:func:`upload_record_key`); ``run_state(run_id)``: the pipeline run's state (None when it does
+    not exist); ``job_status(job_id)``: the job's status.json. Objects younger than ``min_age`` s
+    (a message may be on its way) or older than ``max_age`` s, and folder keys, are left alone."""
+    out = []
+    for obj in objects:
+        key = str(obj["Key"])
+        age = (now - obj["LastModified"]).total_seconds()
+        if key.endswith("/") or not min_age <= age <= max_age:
+            continue
+        upload = Upload(bucket=bucket, key=key, size=obj.get("Size"), etag=_etag(obj.get("ETag")) or None)
+        rec = records(key) or {}
+        if not rec:
+            out.append(LostUpload(upload, "no run was started for it"))
+            continue
+        if _etag(rec.get("etag")) != _etag(obj.get("ETag")):
+            out.append(LostUpload(upload, "it was replaced after its last run", rec.get("run_id")))
+            continue
+        state = run_state(str(rec.get("run_id") or ""))
+        if state in ACTIVE_RUN_STATES:
+            continue
+        status = job_status(str(rec["job_id"])) if rec.get("job_id") else {}
+        owner = (status.get("airflow") or {}).get("run_id")
+        if status.get("state") == "running" and owner in (None, rec.get("run_id")):
+            out.append(LostUpload(upload, f"its run {rec.get('run_id')} ended ({state or 'gone'}) and left the job running", rec.get("run_id")))
+        elif state is None and not rec.get("job_id"):
+            out.append(LostUpload(upload, f"its run {rec.get('run_id')} does not exist", rec.get("run_id")))
+    return out
+
+
 # -- what a run is asked to make ------------------------------------------------------------------
 _LANGUAGE = re.compile(r"^(auto|[a-z]{2,3})$")
 
@@ -202,13 +276,18 @@ def run_options(params: Mapping[str, Any] | None, settings: Settings, upload: Ma
         except ValueError:
             raise BadTrigger(f'speakers must be "auto", a speaker count from 1 to {MAX_SPEAKERS}, or "off", got {raw!r} from {where}') from None
     names = params.get("speaker_names") or {}
-    if not isinstance(names, Mapping) or not all(
-        str(k).strip().isdigit() and 1 <= int(str(k)) <= MAX_SPEAKERS and isinstance(v, str) and v.strip() and len(v) <= 80 for k, v in names.items()
-    ):
-        raise BadTrigger(f'speaker_names must map speaker numbers to names, like {{"1": "Ada", "2": "Grace"}}, got {json.dumps(names, default=str)[:200]}')
-    if names and speakers is None:
+    try:
+        if not isinstance(names, Mapping) or not all(isinstance(v, str) and v.strip() and len(v) <= 80 for v in names.values()):
+            raise ValueError
+        speaker_names = {str(speaker_number(k)): v.strip() for k, v in names.items()}
+    except ValueError:
+        raise BadTrigger(
+            f'speaker_names must map speaker numbers (1 to {MAX_SPEAKERS}) to names of at most 80 characters, like {{"1": "Ada", "2": "Grace"}}, '
+            f"got {json.dumps(names, default=str)[:200]}"
+        ) from None
+    if speaker_names and speakers is None:
         raise BadTrigger('speaker_names needs speakers ("auto" or a count)')
-    return {"language": language, "speakers": speakers, "speaker_names": {str(int(str(k))): v.strip() for k, v in names.items()}}
+    return {"language": language, "speakers": speakers, "speaker_names": speaker_names}
 
 
 def same_options(done: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> bool:
@@ -300,6 +379,10 @@ class Settings:
     sqs_max_messages: int = 10
     duplicate_wait: int = 3600  # seconds a run waits for another run processing the same content
     duplicate_poll: int = 10  # seconds between its looks (the task is rescheduled: no slot held)
+    reconcile_every: int = 300  # seconds between looks of video_to_notes_reconcile for uploads no run took
+    reconcile_min_age: int = 120  # an upload younger than this may still be on its way through SQS
+    reconcile_max_age: int = 86400  # ... one older than this is left alone (start it by hand)
+    reconcile_prefix: str = ""  # only keys under this prefix of the inbox ("" = all)
     language: str = "auto"  # the talks' language when a run's conf names none: auto (detected) or a code
     speakers: str = ""  # speaker labels when a run's conf names none: "" (off), "auto" or a count (docs/speakers.md)
 
