@@ -35,12 +35,13 @@ the Lambda functions; this file parses in well under a second.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from airflow.providers.amazon.aws.operators.lambda_function import LambdaInvokeFunctionOperator
 from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Asset, AssetWatcher, Param, dag, get_current_context, task
@@ -109,38 +110,65 @@ def settings() -> Settings:
     return Settings.load(variable=Variable.get("vidnotes", default=None, deserialize_json=True))
 
 
-def invoke(stage: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """Invoke the stage's function synchronously; its result, or the task fails with the function's
-    errorMessage (recorded as the XCom ``error`` for record_outcome)."""
-    from airflow.providers.amazon.aws.hooks.lambda_function import LambdaHook
-    from botocore.config import Config
+class StageOperator(LambdaInvokeFunctionOperator):
+    """One pipeline stage: the Amazon provider's ``LambdaInvokeFunctionOperator`` (synchronous,
+    ``LogType=Tail``, the function's log tail in the task log), plus what the pipeline needs of it:
 
-    cfg = settings()
-    ti = get_current_context()["ti"]
-    function = cfg.function(stage)
-    hook = LambdaHook(
-        aws_conn_id=cfg.aws_conn_id,
-        # as on AWS: the call lasts as long as the function; botocore retries throttling (429)
-        config=Config(read_timeout=cfg.timeout(stage) + 60, connect_timeout=10, retries={"max_attempts": 4, "mode": "standard"}),
-    )
-    log.info("invoking %s with %s", function, json.dumps(payload))
-    resp = hook.invoke_lambda(function_name=function, invocation_type="RequestResponse", log_type="Tail", payload=json.dumps(payload))
-    body = resp["Payload"].read().decode("utf-8", "replace")
-    if not resp.get("FunctionError"):
+    - the function comes from the settings at run time (the Variable ``vidnotes`` can re-point a
+      stage); the boto read timeout is the stage's timeout + 60 s (as on AWS, a synchronous call
+      lasts as long as the function), botocore retries throttling (429);
+    - the result is the function's JSON, parsed;
+    - a function error fails the task with ``"<function> failed (<errorType>): <errorMessage>"``,
+      kept as the XCom ``error`` for record_outcome; an ``errorType`` of ``StageFailed`` (the input
+      is wrong) fails at once, anything else (timeouts, crashes) is retried;
+    - after a job found done before (extract_audio's XCom ``already_done``) it is skipped, and an
+      empty payload (diarize when no speakers are asked for) invokes nothing;
+    - ``chunk_range`` names a mapped transcribe in the UI (``map_index_template="{{ task.chunk_range }}"``)."""
+
+    template_fields: Sequence[str] = (*LambdaInvokeFunctionOperator.template_fields, "chunk_range")
+
+    def __init__(self, *, stage: str, chunk_range: str = "", payload: str = "", **kwargs: Any) -> None:
+        kwargs.setdefault("execution_timeout", timedelta(seconds=CFG.timeout(stage)))
+        super().__init__(
+            function_name=CFG.function(stage),
+            payload=payload,
+            invocation_type="RequestResponse",
+            log_type="Tail",
+            aws_conn_id=CFG.aws_conn_id,
+            botocore_config={"read_timeout": CFG.timeout(stage) + 60, "connect_timeout": 10, "retries": {"max_attempts": 4, "mode": "standard"}},
+            **kwargs,
+        )
+        self.stage, self.chunk_range = stage, chunk_range
+
+    def execute(self, context: Any) -> Any:
+        ti = context["ti"]
+        if self.stage != "extract_audio" and ti.xcom_pull(task_ids="extract_audio", key="already_done"):
+            raise AirflowSkipException("the same content already has these notes")
+        if not self.payload or self.payload == "None":
+            log.info("nothing asked of %s in this run: not invoking it", self.stage)
+            return {"invoked": False}
+        self.function_name = settings().function(self.stage)
+        try:
+            body = super().execute(context)
+        except ValueError as e:  # the operator's "Lambda function execution resulted in error"
+            detail = e.args[1] if len(e.args) > 1 and isinstance(e.args[1], dict) else None
+            if detail is None or "Payload" not in detail:
+                raise
+            self._fail(ti, detail["Payload"])
         return json.loads(body)
-    try:
-        err = json.loads(body)
-    except ValueError:
-        err = {"errorMessage": body}
-    etype, message = err.get("errorType", resp["FunctionError"]), err.get("errorMessage", body)
-    if resp.get("LogResult"):
-        tail = base64.b64decode(resp["LogResult"]).decode("utf-8", "replace")
-        log.error("last lines of the %s log:\n%s", function, tail)
-    text = f"{function} failed ({etype}): {message}"
-    ti.xcom_push(key="error", value={"function": function, "type": etype, "message": message})
-    if etype == "StageFailed":  # the input or the payload is wrong: trying again cannot help
-        raise AirflowFailException(text)
-    raise LambdaFunctionError(text)
+
+    def _fail(self, ti: Any, body: str) -> None:
+        try:
+            err = json.loads(body)
+        except ValueError:
+            err = {"errorMessage": body}
+        err = err if isinstance(err, dict) else {"errorMessage": body}
+        etype, message = err.get("errorType", "Unhandled"), err.get("errorMessage", body)
+        ti.xcom_push(key="error", value={"function": self.function_name, "type": etype, "message": message})
+        text = f"{self.function_name} failed ({etype}): {message}"
+        if etype == "StageFailed":  # the input or the payload is wrong: trying again cannot help
+            raise AirflowFailException(text)
+        raise LambdaFunctionError(text)
 
 
 # -- the pipeline: one upload per run -------------------------------------------------------------
@@ -226,6 +254,69 @@ def _run_state(run_id: str) -> str | None:
     return str(getattr(state, "value", state))
 
 
+class ExtractAudioOperator(StageOperator):
+    """extract_audio, and what follows from its result: the run's options (conf, else the upload's
+    metadata, else the settings), whether the job is done already or in another run's hands
+    (duplicates: docs/airflow.md), the atomic claim of the job, and the payloads of the later
+    stages. Returns the transcribe fan-out: one ``{"payload", "chunk_range"}`` per batch of chunks.
+    XComs: ``extract`` (the function's result), ``job_id``, ``options``, ``already_done``,
+    ``diarize_payload`` / ``summarize_payload`` / ``render_payload`` (JSON text)."""
+
+    def execute(self, context: Any) -> Any:
+        ti = context["ti"]
+        upload = ti.xcom_pull(task_ids="parse_trigger")
+        self.payload = json.dumps({"bucket": upload["bucket"], "key": upload["key"]})
+        _record_upload(upload)
+        result = super().execute(context)
+        job_id = result["job_id"]
+        _record_upload(upload, job_id)
+        ti.xcom_push(key="extract", value=result)
+        ti.xcom_push(key="job_id", value=job_id)
+        log.info(
+            "job %s: %s s, %d chunks in %d batches%s", job_id, result["duration"], result["chunks"],
+            len(result["batches"]), " (same content as an earlier upload)" if result.get("duplicate") else "",
+        )  # fmt: skip
+        cfg = settings()
+        try:  # the run's conf, else what the uploader put in the object's metadata, else the settings
+            options = run_options(context["params"], cfg, result.get("options"))
+        except BadTrigger as e:
+            msg = f"{e} (job {job_id}: s3://{result['results_bucket']}/{result['prefix']}status.json)"
+            ti.xcom_push(key="error", value={"function": None, "type": "BadOptions", "message": msg})
+            raise AirflowFailException(msg) from e
+        ti.xcom_push(key="options", value=options)
+        status = _job_status(job_id) if result.get("duplicate") else {}
+        if status.get("state") == "succeeded" and same_options(status.get("options"), options):
+            # the same content was turned into the same notes before: nothing to redo, the run succeeds
+            ti.xcom_push(key="already_done", value=True)
+            log.info("job %s already succeeded: skipping transcribe, diarize, summarize and render_pdf", job_id)
+            return []
+        owner = (status.get("airflow") or {}).get("run_id")
+        if owner and owner != ti.run_id and status.get("state") == "running" and _run_state(owner) not in ACTIVE_RUN_STATES:
+            log.warning("job %s was left running by run %s, which has ended: processing it here", job_id, owner)
+        elif status.get("state") == "running" and owner != ti.run_id and not (owner is None and ti.try_number > 1):
+            # another run is turning the same content into notes right now: wait for its outcome
+            # (rescheduled, so no worker slot is held), then skip if it succeeded
+            now = datetime.now(timezone.utc)
+            first = ti.get_first_reschedule_date(context) or now
+            if (now - first).total_seconds() < cfg.duplicate_wait:
+                log.info("job %s is being processed by run %s: looking again in %d s", job_id, owner or "?", cfg.duplicate_poll)
+                raise AirflowRescheduleException(now + timedelta(seconds=cfg.duplicate_poll))
+            log.warning("job %s has been running for over %d s without an outcome: processing it again", job_id, cfg.duplicate_wait)
+        if not _claim_job(job_id, upload, options):
+            log.info("job %s: another run claimed it at the same moment: looking again in %d s", job_id, cfg.duplicate_poll)
+            raise AirflowRescheduleException(datetime.now(timezone.utc) + timedelta(seconds=cfg.duplicate_poll))
+        summarize: dict[str, Any] = {"job_id": job_id}
+        if options["speakers"] is not None:
+            summarize.update(speakers=True, speaker_names=options["speaker_names"])
+            ti.xcom_push(key="diarize_payload", value=json.dumps({"job_id": job_id, "speakers": options["speakers"]}))
+        ti.xcom_push(key="summarize_payload", value=json.dumps(summarize))
+        ti.xcom_push(key="render_payload", value=json.dumps({"job_id": job_id}))
+        return [
+            {"payload": json.dumps({"job_id": job_id, "chunks": batch, "language": options["language"]}), "chunk_range": f"chunks {batch[0]}-{batch[-1]}"}
+            for batch in result["batches"]
+        ]
+
+
 @dag(
     dag_id=PIPELINE_DAG_ID,
     description="One upload -> transcript and notes: notes.pdf, notes.md, notes.json, chapters.vtt (the Lambda stages)",
@@ -279,81 +370,14 @@ def video_to_notes():
         log.info("options from the conf and the settings: %s (the upload's metadata may add to them)", options)
         return uploads[0].conf()
 
-    @task(execution_timeout=timedelta(seconds=CFG.timeout_extract_audio))
-    def extract_audio(upload: dict[str, Any]) -> list[dict[str, Any]]:
-        """Returns the transcribe payloads, one per batch of chunks (what the fan-out maps over);
-        the function's whole result is the XCom ``extract``, the job id the XCom ``job_id``."""
-        ti = get_current_context()["ti"]
-        _record_upload(upload)
-        result = invoke("extract_audio", {"bucket": upload["bucket"], "key": upload["key"]})
-        _record_upload(upload, result["job_id"])
-        ti.xcom_push(key="extract", value=result)
-        ti.xcom_push(key="job_id", value=result["job_id"])
-        log.info(
-            "job %s: %s s, %d chunks in %d batches%s", result["job_id"], result["duration"], result["chunks"],
-            len(result["batches"]), " (same content as an earlier upload)" if result.get("duplicate") else "",
-        )  # fmt: skip
-        job_id = result["job_id"]
-        try:  # the run's conf, else what the uploader put in the object's metadata, else the settings
-            options = run_options(get_current_context()["params"], settings(), result.get("options"))
-        except BadTrigger as e:
-            msg = f"{e} (job {job_id}: s3://{result['results_bucket']}/{result['prefix']}status.json)"
-            ti.xcom_push(key="error", value={"function": None, "type": "BadOptions", "message": msg})
-            raise AirflowFailException(msg) from e
-        ti.xcom_push(key="options", value=options)
-        status = _job_status(job_id) if result.get("duplicate") else {}
-        if status.get("state") == "succeeded" and same_options(status.get("options"), options):
-            # the same content was turned into the same notes before: nothing to redo, the run succeeds
-            ti.xcom_push(key="already_done", value=True)
-            log.info("job %s already succeeded: skipping transcribe, summarize and render_pdf", job_id)
-            return []
-        owner = (status.get("airflow") or {}).get("run_id")
-        if owner and owner != ti.run_id and status.get("state") == "running" and _run_state(owner) not in ACTIVE_RUN_STATES:
-            log.warning("job %s was left running by run %s, which has ended: processing it here", job_id, owner)
-        elif status.get("state") == "running" and owner != ti.run_id and not (owner is None and ti.try_number > 1):
-            # another run is turning the same content into notes right now: wait for its outcome
-            # (rescheduled, so no worker slot is held), then skip if it succeeded
-            cfg = settings()
-            now = datetime.now(timezone.utc)
-            first = ti.get_first_reschedule_date(get_current_context()) or now
-            if (now - first).total_seconds() < cfg.duplicate_wait:
-                log.info("job %s is being processed by run %s: looking again in %d s", job_id, owner or "?", cfg.duplicate_poll)
-                raise AirflowRescheduleException(now + timedelta(seconds=cfg.duplicate_poll))
-            log.warning("job %s has been running for over %d s without an outcome: processing it again", job_id, cfg.duplicate_wait)
-        if not _claim_job(job_id, upload, options):
-            log.info("job %s: another run claimed it at the same moment: looking again in %d s", job_id, settings().duplicate_poll)
-            raise AirflowRescheduleException(datetime.now(timezone.utc) + timedelta(seconds=settings().duplicate_poll))
-        return [{"job_id": job_id, "chunks": batch, "language": options["language"]} for batch in result["batches"]]
-
-    @task(execution_timeout=timedelta(seconds=CFG.timeout_transcribe), map_index_template="{{ chunk_range }}")
-    def transcribe(job_id: str, chunks: list[int], language: str = "auto") -> dict[str, Any]:
-        get_current_context()["chunk_range"] = f"chunks {chunks[0]}-{chunks[-1]}"  # type: ignore[typeddict-unknown-key]
-        return invoke("transcribe", {"job_id": job_id, "chunks": chunks, "language": language})
-
-    @task(execution_timeout=timedelta(seconds=CFG.timeout_diarize))
-    def diarize(job_id: str) -> dict[str, Any]:
-        """Speaker turns (speakers.json) beside the transcribe fan-out, when the run asks for
-        speakers; otherwise nothing is invoked. Skipped with the rest when the job was done before."""
-        ti = get_current_context()["ti"]
-        if ti.xcom_pull(task_ids="extract_audio", key="already_done"):
-            raise AirflowSkipException("the same content already has these notes")
-        speakers = ti.xcom_pull(task_ids="extract_audio", key="options")["speakers"]
-        if speakers is None:
-            log.info("no speaker labels asked for (param or setting `speakers`): not diarizing")
-            return {"job_id": job_id, "speakers": None}
-        return invoke("diarize", {"job_id": job_id, "speakers": speakers})
-
-    @task(execution_timeout=timedelta(seconds=CFG.timeout_summarize))
-    def summarize(job_id: str) -> dict[str, Any]:
-        options = get_current_context()["ti"].xcom_pull(task_ids="extract_audio", key="options")
-        payload: dict[str, Any] = {"job_id": job_id}
-        if options["speakers"] is not None:
-            payload.update(speakers=True, speaker_names=options["speaker_names"])
-        return invoke("summarize", payload)
-
-    @task(execution_timeout=timedelta(seconds=CFG.timeout_render_pdf))
-    def render_pdf(job_id: str) -> dict[str, Any]:
-        return invoke("render_pdf", {"job_id": job_id})
+    upload = parse_trigger()
+    ext = ExtractAudioOperator(task_id="extract_audio", stage="extract_audio")
+    parts = StageOperator.partial(
+        task_id="transcribe", stage="transcribe", execution_timeout=timedelta(seconds=CFG.timeout_transcribe), map_index_template="{{ task.chunk_range }}"
+    ).expand_kwargs(ext.output)
+    turns = StageOperator(task_id="diarize", stage="diarize", payload="{{ ti.xcom_pull(task_ids='extract_audio', key='diarize_payload') or '' }}")
+    summary = StageOperator(task_id="summarize", stage="summarize", payload="{{ ti.xcom_pull(task_ids='extract_audio', key='summarize_payload') }}")
+    pdf = StageOperator(task_id="render_pdf", stage="render_pdf", payload="{{ ti.xcom_pull(task_ids='extract_audio', key='render_payload') }}")
 
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=2)
     def record_outcome(**context) -> dict[str, Any]:
@@ -416,12 +440,7 @@ def video_to_notes():
             raise AirflowFailException(f"{out['failed_task']} failed: {out['message']}")
         return {"status_key": key, **out}
 
-    upload = parse_trigger()
-    ext = extract_audio(upload)
-    parts = transcribe.expand_kwargs(ext)
-    turns = diarize(ext["job_id"])
-    summary = summarize(ext["job_id"])
-    pdf = render_pdf(ext["job_id"])
+    upload >> ext >> [parts, turns]
     [parts, turns] >> summary >> pdf
     [upload, ext, parts, turns, summary, pdf] >> record_outcome()
 

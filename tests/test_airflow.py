@@ -82,9 +82,15 @@ def test_dag_structure(dagbag):
     assert tasks["record_outcome"].trigger_rule == "all_done"
     assert set(tasks["record_outcome"].upstream_task_ids) == set(PIPELINE[:-1])
     assert type(tasks["transcribe"]).__name__.endswith("MappedOperator")  # the fan-out over batches
+    # every stage is the Amazon provider's LambdaInvokeFunctionOperator (a subclass: docs/airflow.md)
+    from airflow.providers.amazon.aws.operators.lambda_function import LambdaInvokeFunctionOperator
+
+    for stage in ("extract_audio", "diarize", "summarize", "render_pdf"):
+        assert isinstance(tasks[stage], LambdaInvokeFunctionOperator), stage
+    assert issubclass(tasks["transcribe"].operator_class, LambdaInvokeFunctionOperator)
     # diarize runs beside the transcribe fan-out (both need only extract_audio), summarize after both
     assert set(tasks["diarize"].upstream_task_ids) == {"extract_audio"}
-    assert set(tasks["summarize"].upstream_task_ids) == {"extract_audio", "transcribe", "diarize"}
+    assert set(tasks["summarize"].upstream_task_ids) == {"transcribe", "diarize"}
     for stage in ("extract_audio", "transcribe", "diarize", "summarize", "render_pdf"):
         t = tasks[stage]
         assert t.retries >= 1 and t.retry_exponential_backoff and t.execution_timeout is not None, stage
