@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from stackutil import REPO, airflow_up, aws_cli, client, drain_queue, log_tails, run_dag
-from vidnotes.orchestration import Upload, run_id_for, uploads_from_asset_extras, uploads_from_body, uploads_from_conf
+from vidnotes.orchestration import Settings, Upload, run_id_for, uploads_from_asset_extras, uploads_from_body, uploads_from_conf
 from vidnotes.sample import make_sample_video
 
 sys.path.insert(0, str(REPO / "scripts"))
@@ -341,13 +341,17 @@ def lose_an_upload(stack: dict, af: dict, tmp_path_factory) -> tuple[str, Path]:
 
     pid = int((af["home"] / "run" / "triggerer.pid").read_text())
     os.killpg(pid, signal.SIGKILL)
+    # The dead triggerer's long poll may still be open on the queue: a message arriving in it would
+    # be handed to the dead connection and stay invisible for the queue's visibility timeout (30 s).
+    # Upload once that poll is over; the deadline below still covers a message held back that way.
+    time.sleep(Settings().sqs_wait_seconds + 2)
     video = make_sample_video(tmp_path_factory.mktemp("lost") / "lost.mp4", text=(
         "Glaciers move because ice flows under its own weight. They carve valleys as they go. Thank you."))  # fmt: skip
     key = f"lost/Gletscher {uuid.uuid4().hex[:4]}.mp4"
     assert aws_cli(stack["s3"], "s3", "cp", str(video), f"s3://vidnotes-inbox/{key}").returncode == 0
     sqs = client("sqs", stack["s3"])
     url = sqs.get_queue_url(QueueName="vidnotes-uploads")["QueueUrl"]
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 75
     while time.monotonic() < deadline:
         msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=2).get("Messages", [])
         for m in msgs:
