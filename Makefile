@@ -17,7 +17,7 @@ export VIDNOTES_PROFILE := $(PROFILE)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup system-deps venv models test bench bench-diarize bench-fanout bench-chapters bench-notes demo lint clean up down stack-status airflow airflow-down airflow-status train images mlflow mlflow-down
+.PHONY: help setup system-deps venv models test bench bench-diarize bench-fanout bench-e2e bench-chapters bench-notes demo lint clean up down stack-status airflow airflow-down airflow-status train images mlflow mlflow-down
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -101,6 +101,9 @@ airflow-status:  ## Airflow's processes and health
 
 bench-fanout: models  ## 20 min of real speech through the stack: transcribe fanned out vs one invocation
 	VIDNOTES_MODELS_DIR=$(abspath $(STORE)) $(BIN)/python bench/bench_fanout.py
+
+bench-e2e: models  ## a 10-min talk upload -> PDF through the stack and Airflow, with the breakdown -> bench/results/e2e.md
+	VIDNOTES_MODELS_DIR=$(abspath $(STORE)) $(BIN)/python bench/bench_e2e.py
 
 bench-diarize: models  ## speaker diarization on conversations of real voices with known turns -> bench/results/diarize.md
 	@scripts/system-deps.sh bench

@@ -196,11 +196,16 @@ def main(argv: list[str] | None = None) -> int:
                                 for t in tis},  # fmt: skip
                     "wer": round(wer([reference], [transcript_text(s3, job)]), 4),
                 }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "fanout.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "fanout.md").write_text(render_md(result))
-    print((RESULTS / "fanout.md").read_text())
+    write_results("fanout", result, render_md(result))
     return 0
+
+
+def write_results(name: str, result: dict, md: str) -> None:
+    """bench/results/<name>.json and .md; the table printed."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(md)
+    print(md)
 
 
 def render_md(r: dict) -> str:

@@ -414,6 +414,9 @@ class Function:
         if not docker:
             env["AWS_ENDPOINT_URL_LAMBDA"] = gw.public_url
         env.update(self.variables)
+        # Every instance of every function shares this host's cores (on Lambda each has its own):
+        # ONNX Runtime threads that spin while waiting would take the cores the others need.
+        env.setdefault("VIDNOTES_ORT_SPINNING", "0")
         env.update({
             "AWS_REGION": gw.region,
             "AWS_DEFAULT_REGION": gw.region,

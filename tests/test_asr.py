@@ -116,3 +116,17 @@ def test_freed_large_buffers_leave_the_resident_set(mode):
         assert retained <= 12, retained  # the one block still held
     else:
         assert retained >= 60, retained  # the mechanism the fix is for is real on this C library
+
+
+def test_thread_spinning_follows_the_environment(monkeypatch):
+    from vidnotes.onnxutil import SPINNING_ENV, session_options, spinning
+
+    monkeypatch.delenv(SPINNING_ENV, raising=False)
+    assert spinning()
+    with pytest.raises(RuntimeError):  # not set: ONNX Runtime's default (spinning)
+        session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    monkeypatch.setenv(SPINNING_ENV, "0")
+    assert not spinning() and session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    monkeypatch.setenv(SPINNING_ENV, "off")
+    with pytest.raises(ValueError, match="VIDNOTES_ORT_SPINNING must be 0 or 1"):
+        session_options()

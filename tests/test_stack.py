@@ -179,6 +179,9 @@ def test_update_function_configuration_restarts_with_new_env(gateway, lam):
     for _ in range(3):  # every process restarted with it
         out = json.loads(lam.invoke(FunctionName="echo", Payload=b'{"env": ["ECHO_GREETING"]}')["Payload"].read())
         assert out["env"] == {"ECHO_GREETING": "bonjour"}
+    # the processes share this host's cores: ONNX Runtime's spinning is off unless the function sets it
+    out = json.loads(lam.invoke(FunctionName="echo", Payload=b'{"env": ["VIDNOTES_ORT_SPINNING"]}')["Payload"].read())
+    assert out["env"] == {"VIDNOTES_ORT_SPINNING": "0"}
     saved = json.loads((gateway["tmp"] / "state" / "functions.json").read_text())
     assert saved["echo"]["Variables"]["ECHO_GREETING"] == "bonjour"
     assert lam.get_function_configuration(FunctionName="echo")["Environment"]["Variables"]["ECHO_OTHER"] == "kept"

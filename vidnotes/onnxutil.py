@@ -14,6 +14,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 THREADS_ENV = "VIDNOTES_THREADS"
+SPINNING_ENV = "VIDNOTES_ORT_SPINNING"
 # $VIDNOTES_MMAP_THRESHOLD (bytes): allocations of at least this size are mmap'ed, and so given
 # back to the system when freed. Off (0) by default: glibc's own threshold grows with every large
 # block freed (up to 32 MiB), after which onnxruntime's per-run buffers come from the heap and stay
@@ -52,7 +53,21 @@ def session_options(*, threads: int | None = None) -> ort.SessionOptions:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3  # errors only
     opts.enable_cpu_mem_arena = False
+    if not spinning():
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
+
+
+def spinning() -> bool:
+    """Do ONNX Runtime's intra-op threads spin while they wait for work (its default)? Off where
+    ``$VIDNOTES_ORT_SPINNING`` is 0: the local stack sets that for its function processes, which
+    share the host's cores, where spinning threads of one process take the cores the others need
+    (three transcribe processes at once on 2 cores: 16-19 s spinning off against 24-25 s on;
+    docs/local-stack.md). A Lambda instance has its cores to itself and keeps the default."""
+    raw = os.environ.get(SPINNING_ENV, "").strip()
+    if raw not in ("", "0", "1"):
+        raise ValueError(f"{SPINNING_ENV} must be 0 or 1, got {raw!r}")
+    return raw != "0"
 
 
 @functools.cache
