@@ -55,6 +55,7 @@ from vidnotes.orchestration import (
     Settings,
     job_id_from_error,
     lost_uploads,
+    ownerless_and_stale,
     run_id_for,
     run_options,
     same_options,
@@ -293,6 +294,8 @@ class ExtractAudioOperator(StageOperator):
         owner = (status.get("airflow") or {}).get("run_id")
         if owner and owner != ti.run_id and status.get("state") == "running" and _run_state(owner) not in ACTIVE_RUN_STATES:
             log.warning("job %s was left running by run %s, which has ended: processing it here", job_id, owner)
+        elif ownerless_and_stale(status, cfg.orphan_after):
+            log.warning("job %s is marked running since %s but no Airflow run owns it: processing it here", job_id, status.get("updated"))
         elif status.get("state") == "running" and owner != ti.run_id and not (owner is None and ti.try_number > 1):
             # another run is turning the same content into notes right now: wait for its outcome
             # (rescheduled, so no worker slot is held), then skip if it succeeded

@@ -465,3 +465,16 @@ def test_train_dag_runs_training_on_ecs_in_production(airflow_home):
     assert out.returncode == 0, out.stderr[-2000:]
     # the image's entrypoint is `vidnotes train run`: the command holds only its arguments
     assert out.stdout.strip().splitlines()[-1] == "EcsRunTaskOperator ['--data', '{{ params.dataset }}', '--run-dir', '{{ params.run_dir }}']"
+
+
+def test_a_running_job_no_run_owns_is_taken_over_once_stale():
+    from vidnotes.orchestration import ownerless_and_stale
+
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=timezone.utc)
+    direct = {"state": "running", "updated": "2026-12-03T11:40:00+00:00"}  # extract_audio invoked outside Airflow
+    assert ownerless_and_stale(direct, 960, now)
+    assert not ownerless_and_stale(direct, 1500, now)  # may still be running: wait
+    assert not ownerless_and_stale({**direct, "updated": "2026-12-03T11:59:50+00:00"}, 960, now)  # another run about to claim it
+    assert not ownerless_and_stale({**direct, "airflow": {"run_id": "upload__x"}}, 960, now)  # owned: the dead-run rule decides
+    assert not ownerless_and_stale({**direct, "state": "succeeded"}, 960, now)
+    assert ownerless_and_stale({"state": "running"}, 960, now)  # nothing says a stage works on it

@@ -23,7 +23,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -298,6 +298,22 @@ def same_options(done: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> b
     return dict(done) == dict(wanted)
 
 
+def ownerless_and_stale(status: Mapping[str, Any], after: float, now: datetime | None = None) -> bool:
+    """Is the job ``running`` with no Airflow run owning it and no update for ``after`` seconds?
+    Such a job was started outside Airflow (a direct invocation of extract_audio) or by a run that
+    died between extract_audio and its claim; none of its stages can still be running once
+    ``after`` is past the longest function timeout, so a run may take it over."""
+    if status.get("state") != "running" or (status.get("airflow") or {}).get("run_id"):
+        return False
+    try:
+        updated = datetime.fromisoformat(str(status.get("updated")))
+    except ValueError:
+        return True  # no time recorded: nothing says a stage is working on it
+    if updated.tzinfo is None:
+        updated = updated.replace(tzinfo=timezone.utc)
+    return ((now or datetime.now(timezone.utc)) - updated).total_seconds() > after
+
+
 # -- outcome ------------------------------------------------------------------------------------
 def job_id_from_error(message: str | None) -> str | None:
     """The job id a stage names in its error (``... (job 0123456789abcdef: s3://...)``)."""
@@ -379,6 +395,7 @@ class Settings:
     sqs_max_messages: int = 10
     duplicate_wait: int = 3600  # seconds a run waits for another run processing the same content
     duplicate_poll: int = 10  # seconds between its looks (the task is rescheduled: no slot held)
+    orphan_after: int = 960  # a running job no run owns and nothing updated for this long is taken over
     reconcile_every: int = 300  # seconds between looks of video_to_notes_reconcile for uploads no run took
     reconcile_min_age: int = 120  # an upload younger than this may still be on its way through SQS
     reconcile_max_age: int = 86400  # ... one older than this is left alone (start it by hand)
