@@ -145,7 +145,7 @@ class StageOperator(LambdaInvokeFunctionOperator):
         ti = context["ti"]
         if self.stage != "extract_audio" and ti.xcom_pull(task_ids="extract_audio", key="already_done"):
             raise AirflowSkipException("the same content already has these notes")
-        if not self.payload or self.payload == "None":
+        if not self.payload:
             log.info("nothing asked of %s in this run: not invoking it", self.stage)
             return {"invoked": False}
         self.function_name = settings().function(self.stage)

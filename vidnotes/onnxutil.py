@@ -62,8 +62,8 @@ def spinning() -> bool:
     """Do ONNX Runtime's intra-op threads spin while they wait for work (its default)? Off where
     ``$VIDNOTES_ORT_SPINNING`` is 0: the local stack sets that for its function processes, which
     share the host's cores, where spinning threads of one process take the cores the others need
-    (three transcribe processes at once on 2 cores: 16-19 s spinning off against 24-25 s on;
-    docs/local-stack.md). A Lambda instance has its cores to itself and keeps the default."""
+    (three transcribe invocations at once on 2 cores: 1.21-1.39x faster with spinning off;
+    docs/airflow.md). A Lambda instance has its cores to itself and keeps the default."""
     raw = os.environ.get(SPINNING_ENV, "").strip()
     if raw not in ("", "0", "1"):
         raise ValueError(f"{SPINNING_ENV} must be 0 or 1, got {raw!r}")
