@@ -28,7 +28,7 @@ system-deps:  ## Debian packages (apt-get): ffmpeg, espeak-ng, sox, poppler-util
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[export,speaker,bench,dev,s3,lambda,airflow,train,notebook]'
+	$(BIN)/pip install -q -e '.[export,speaker,bench,dev,s3,lambda,airflow,train,notebook,ui]'
 	$(BIN)/pip check
 	@touch $@
 

@@ -280,6 +280,84 @@ def cmd_train_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _results_storage(where: str):
+    """A results bucket (``s3://name`` or a bucket name) or a local results directory (``vidnotes run``)."""
+    from vidnotes.storage import LocalStorage, S3Storage
+
+    if where.startswith("s3://"):
+        return S3Storage(where[5:].strip("/"))
+    if Path(where).is_dir():
+        return LocalStorage(where)
+    return S3Storage(where)
+
+
+def cmd_train_prepare_feedback(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from vidnotes.feedback import prepare_dataset
+
+    results = _results_storage(args.results)
+    out = args.out
+    progress = (lambda m: print(m, file=sys.stderr)) if not args.quiet else (lambda _m: None)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) if out.startswith("s3://") else Path(out)
+        ds = prepare_dataset(results, local, job_ids=args.job or None, progress=progress)
+        for why in ds.skipped:
+            print(f"skipped: {why}", file=sys.stderr)
+        if ds.train + ds.test == 0:
+            print(f"vidnotes: error: no corrections found in {results.uri('jobs/')}*/feedback/", file=sys.stderr)
+            return 3
+        if out.startswith("s3://"):
+            from vidnotes.storage import S3Storage
+
+            bucket, _, prefix = out[5:].partition("/")
+            dest = S3Storage(bucket)
+            prefix = prefix.strip("/")
+            old = set(dest.list(prefix + "/")) if prefix else set()
+            written = set()
+            for f in sorted(local.rglob("*")):
+                if f.is_file():
+                    key = "/".join(p for p in (prefix, f.relative_to(local).as_posix()) if p)
+                    dest.upload(f, key)
+                    written.add(key)
+            for key in sorted(old - written):  # examples of corrections since replaced
+                dest.client.delete_object(Bucket=bucket, Key=key)
+        print(f"{ds.train} train + {ds.test} test examples from {ds.jobs} job(s) in {out}", file=sys.stderr)
+        if ds.test == 0:
+            print("note: no test example (one correction): the training gate needs a test split; add corrections or another dataset", file=sys.stderr)
+    print(out.rstrip("/") + "/manifest.jsonl")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import ipaddress
+
+    import uvicorn
+
+    from vidnotes.airflow_client import Airflow
+    from vidnotes.stages import Limits
+    from vidnotes.storage import S3Storage
+    from vidnotes.web.app import create_app
+    from vidnotes.web.service import Library
+
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback:
+        print(f"vidnotes ui: warning: listening on {args.host}: anyone who reaches this address can upload and read notes", file=sys.stderr)
+    limits = Limits.from_env()
+    library = Library(inbox=S3Storage(args.inbox), results=S3Storage(args.results), airflow=Airflow(args.airflow_url),
+                      max_upload_bytes=args.max_upload_mb * 2**20 if args.max_upload_mb else limits.max_upload_bytes,
+                      max_seconds=limits.max_seconds)  # fmt: skip
+    hosts = ["127.0.0.1", "localhost", "[::1]"] + ([args.host] if not loopback else []) + list(args.allow_host or [])
+    app = create_app(library, allowed_hosts=hosts)
+    print(f"vidnotes ui: http://{'127.0.0.1' if args.host in ('127.0.0.1', '0.0.0.0') else args.host}:{args.port}/ "
+          f"(inbox s3://{args.inbox}, results s3://{args.results}, Airflow {library.airflow.url})", file=sys.stderr, flush=True)  # fmt: skip
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
 def cmd_train_run(args: argparse.Namespace) -> int:
     from vidnotes.train import TrainingStopped, merge_config, train_and_publish
     from vidnotes.train_config import load_config_file
@@ -442,6 +520,22 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--limit-test", type=int, help="only the first N test recordings")
     pa.set_defaults(func=cmd_train_prepare)
 
+    pf = trsub.add_parser(
+        "prepare-feedback",
+        help="turn the readers' transcript corrections (web page) into a training dataset",
+        description="Read every job's corrections (jobs/<id>/feedback/ in the results bucket, written by the web page), keep "
+        "the newest per transcript segment, cut each segment's audio from the job's chunks and write OUT in the dataset "
+        "layout of docs/training.md (audio/<job>-<segment>.wav + manifest.jsonl; one example in five held out as test, "
+        "chosen by a hash, at least one when there are two). OUT: a directory or s3://bucket/prefix (replaced). "
+        "Train on it: vidnotes train run --data OUT, or the train_and_redeploy DAG with dataset=OUT, feedback=true.",
+    )
+    pf.add_argument("out", help="output directory or s3://bucket/prefix")
+    pf.add_argument("--results", default=os.environ.get("VIDNOTES_RESULTS_BUCKET", "vidnotes-results"),
+                    help="results bucket (name or s3://name) or a local results directory (default: %(default)s)")  # fmt: skip
+    pf.add_argument("--job", action="append", help="only this job id (repeatable)")
+    pf.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    pf.set_defaults(func=cmd_train_prepare_feedback)
+
     rn = trsub.add_parser(
         "run",
         help="train, then export + gate + publish",
@@ -514,6 +608,23 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--force", action="store_true", help="deploy a version whose training gate failed")
     dt.add_argument("--timeout", type=float, default=300, help="seconds to wait for the update and each invocation (default: %(default)s)")
     dt.set_defaults(func=cmd_deploy_transcribe)
+
+    ui = sub.add_parser(
+        "ui",
+        help="serve the web page for readers (upload, jobs, notes, transcript, corrections; make ui)",
+        description="The web page over the inbox and results buckets and Airflow's REST API (never the stages): upload a "
+        "talk into the inbox, follow its stages, read the notes beside the player, correct transcript lines. Listens on "
+        "127.0.0.1 unless --host says otherwise. S3 endpoint: AWS_ENDPOINT_URL; Airflow: --airflow-url or "
+        "VIDNOTES_AIRFLOW_URL, its password from VIDNOTES_AIRFLOW_HOME/passwords.json (docs/web.md).",
+    )
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    ui.add_argument("--port", type=int, default=int(os.environ.get("VIDNOTES_UI_PORT", "7860")), help="default: %(default)s")
+    ui.add_argument("--inbox", default=os.environ.get("VIDNOTES_INBOX_BUCKET", "vidnotes-inbox"), help="default: %(default)s")
+    ui.add_argument("--results", default=os.environ.get("VIDNOTES_RESULTS_BUCKET", "vidnotes-results"), help="default: %(default)s")
+    ui.add_argument("--airflow-url", help="Airflow's API (default: VIDNOTES_AIRFLOW_URL or http://127.0.0.1:8080)")
+    ui.add_argument("--max-upload-mb", type=int, help="largest upload taken (default: the pipeline's limit, VIDNOTES_MAX_UPLOAD_BYTES)")
+    ui.add_argument("--allow-host", action="append", help="another Host name the page answers to (behind a proxy)")
+    ui.set_defaults(func=cmd_ui)
     return ap
 
 

@@ -39,7 +39,7 @@ class Storage(Protocol):
     bucket: str
 
     def download(self, key: str, dest: Path) -> Path: ...
-    def upload(self, src: Path, key: str, *, content_type: str | None = None) -> None: ...
+    def upload(self, src: Path, key: str, *, content_type: str | None = None, metadata: dict[str, str] | None = None) -> None: ...
     def get_bytes(self, key: str) -> bytes: ...
     def put_bytes(self, data: bytes, key: str, *, content_type: str | None = None) -> None: ...
     def exists(self, key: str) -> bool: ...
@@ -67,7 +67,7 @@ class LocalStorage:
         shutil.copyfile(src, dest)
         return dest
 
-    def upload(self, src: Path, key: str, *, content_type: str | None = None) -> None:
+    def upload(self, src: Path, key: str, *, content_type: str | None = None, metadata: dict[str, str] | None = None) -> None:
         dst = self._path(key)
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(dst.name + ".part")
@@ -145,9 +145,11 @@ class S3Storage:
             raise
         return dest
 
-    def upload(self, src: Path, key: str, *, content_type: str | None = None) -> None:
-        extra = {"ContentType": content_type} if content_type else None
-        self.client.upload_file(str(src), self.bucket, check_key(key), ExtraArgs=extra)
+    def upload(self, src: Path, key: str, *, content_type: str | None = None, metadata: dict[str, str] | None = None) -> None:
+        extra: dict[str, object] = {"ContentType": content_type} if content_type else {}
+        if metadata:
+            extra["Metadata"] = metadata  # x-amz-meta-<name>
+        self.client.upload_file(str(src), self.bucket, check_key(key), ExtraArgs=extra or None)
 
     def get_bytes(self, key: str) -> bytes:
         try:
