@@ -17,7 +17,7 @@ export VIDNOTES_PROFILE := $(PROFILE)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup system-deps venv models test bench bench-diarize bench-fanout bench-e2e bench-chapters bench-notes demo lint clean up down stack-status airflow airflow-down airflow-status train images mlflow mlflow-down
+.PHONY: help setup system-deps venv models test bench bench-diarize bench-fanout bench-e2e bench-chapters bench-notes demo lint clean up down stack-status airflow airflow-down airflow-status train images mlflow mlflow-down ui ui-down
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -130,6 +130,12 @@ mlflow: venv  ## the MLflow UI on http://127.0.0.1:5000 over the training runs (
 mlflow-down:  ## stop the MLflow UI
 	VENV=$(VENV) scripts/mlflow.sh down
 
+ui: airflow  ## the web page for readers on http://127.0.0.1:7860 (upload, jobs, notes beside the player, corrections; docs/web.md)
+	VENV=$(VENV) scripts/ui.sh up
+
+ui-down:  ## stop the web page
+	VENV=$(VENV) scripts/ui.sh down
+
 lint:  ## ruff over the repository (also part of make test)
 	$(BIN)/ruff check .
 
@@ -137,6 +143,7 @@ clean:  ## stop Airflow and the stack, remove build outputs (keeps .venvs and th
 	-scripts/airflow.sh down
 	-VIDNOTES_PG_DIR=build/airflow/postgres scripts/postgres.sh destroy
 	-scripts/mlflow.sh down
+	-scripts/ui.sh down
 	-localstack/stack.sh down
 	-scripts/docker.sh down
 	rm -rf build .pytest_cache

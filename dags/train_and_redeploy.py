@@ -5,6 +5,9 @@
 
 - prepare_dataset: makes sure ``<dataset>/manifest.jsonl`` exists in the training bucket; the
   demonstration dataset (the Asterisk train/test split) is written and uploaded when missing.
+  With ``feedback: true`` it is built instead from the readers' corrections on the web page
+  (``vidnotes train prepare-feedback <dataset>``: every job's ``feedback/`` in the results
+  bucket), e.g. ``{"dataset": "s3://vidnotes-training/feedback", "feedback": true}``.
 - train: ``vidnotes train run --no-publish`` (fine-tune, train.log, checkpoints, metrics.json),
   where ``VIDNOTES_AIRFLOW_TRAIN_RUNNER`` says:
     local   a process on the Airflow worker (default)
@@ -21,7 +24,7 @@
 - redeploy_smoke: ``vidnotes deploy transcribe --version V``: UpdateFunctionConfiguration of
   vidnotes-transcribe, a smoke invocation that must answer with V, rollback otherwise.
 
-Params: store, dataset, run_dir, steps (empty: the config's), config: a training config
+Params: store, dataset, feedback, run_dir, steps (empty: the config's), config: a training config
 (train/config.example.yaml), as a path on the worker or as the YAML text itself; flags the DAG
 passes (--data, --run-dir, --steps) override it. The config goes to the local and docker runners
 (written into the run directory when given as text); the ecs runner takes steps only.
@@ -50,8 +53,11 @@ DEFAULTS = {
     "run_dir": os.environ.get("VIDNOTES_AIRFLOW_TRAIN_RUN_DIR", "build/train/airflow"),
     "steps": int(os.environ["VIDNOTES_AIRFLOW_TRAIN_STEPS"]) if os.environ.get("VIDNOTES_AIRFLOW_TRAIN_STEPS") else None,
     "config": os.environ.get("VIDNOTES_AIRFLOW_TRAIN_CONFIG", ""),
+    # true: (re)build `dataset` from the readers' corrections first (vidnotes train prepare-feedback)
+    "feedback": False,
 }
-PARAM_TYPES = {"steps": ["null", "integer"], "config": "string"}
+PARAM_TYPES = {"steps": ["null", "integer"], "config": "string", "feedback": "boolean"}
+RESULTS_BUCKET = os.environ.get("VIDNOTES_AIRFLOW_RESULTS_BUCKET", "vidnotes-results")
 RUNNER = os.environ.get("VIDNOTES_AIRFLOW_TRAIN_RUNNER", "local")  # local | docker | ecs
 TRAIN_IMAGE = os.environ.get("VIDNOTES_AIRFLOW_TRAIN_IMAGE", "vidnotes-train:latest")
 # What the training container gets from the connection's environment.
@@ -151,6 +157,10 @@ def train_and_redeploy():
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
         dataset = params["dataset"].rstrip("/")
+        if params.get("feedback"):
+            # the corrections readers made on the web page, as they are now (the dataset is replaced)
+            vidnotes("train", "prepare-feedback", dataset, "--results", RESULTS_BUCKET)
+            return dataset
         if not dataset.startswith("s3://"):
             return dataset
         bucket, _, prefix = dataset[5:].partition("/")

@@ -7,7 +7,7 @@
 # transcript. The last two lines printed are the paths of notes.md and of the PDF.
 # Usage: scripts/demo.sh [VIDEO] [OUT_DIR]. SPEAKERS=auto|N labels the speakers, LANGUAGE=auto|xx sets
 # the language (both as the upload's metadata, x-amz-meta-vidnotes-speakers/-language). Starts the stack and Airflow if they are not running and
-# stops what it started afterwards unless KEEP=1. VIDNOTES_DEMO_TIMEOUT: seconds to wait for the run.
+# stops what it started afterwards unless KEEP=1, which also starts the web page (scripts/ui.sh) and prints its URL. VIDNOTES_DEMO_TIMEOUT: seconds to wait for the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VIDEO="${1:-}"
@@ -76,5 +76,8 @@ done
 say "done in $(python -c "import sys; print(round($(date +%s.%N) - $t0, 1))") s from upload to PDF; also in $OUT: $name.json (notes), $name.chapters.vtt, $name.transcript.txt, $name.transcript.srt"
 trap - EXIT
 cleanup
+if [ "${KEEP:-0}" = 1 ]; then  # the stack and Airflow stay: so does the web page, to read the notes in a browser
+  scripts/ui.sh up && say "read the notes in a browser: http://127.0.0.1:${VIDNOTES_UI_PORT:-7860}/#/job/$job (make ui-down, make airflow-down, make down stop it all)"
+fi
 realpath "$OUT/$name.md"
 realpath "$OUT/$name.pdf"

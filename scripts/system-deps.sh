@@ -2,11 +2,13 @@
 # Debian packages vidnotes needs: ffmpeg (decoding), espeak-ng + sox (sample speech),
 # poppler-utils (pdftotext in tests), and the Asterisk prompts (real speech with transcripts:
 # English, Russian, French, Spanish, Italian), and PostgreSQL's server binaries (Airflow's metadata
-# database, a cluster of the project's own: scripts/postgres.sh).
+# database, a cluster of the project's own: scripts/postgres.sh), and Chromium with its WebDriver (the
+# web page's browser tests).
 # `system-deps.sh bench` adds the text sources of bench/bench_chapters.py: prose documents
 # (debian-handbook, python3.11-doc, manpages-ru), and the Fish Fillets NG voices of bench/bench_diarize.py.
 set -euo pipefail
 PKGS=(ffmpeg espeak-ng sox poppler-utils asterisk-core-sounds-en asterisk-core-sounds-en-g722 pocketsphinx-testdata postgresql)
+PKGS+=(chromium chromium-driver)  # the web page's browser tests (selenium, headless) and its screenshots
 for lang in ru fr es it; do  # real speech in other languages (text + 8 kHz audio): tests and benchmarks
   PKGS+=("asterisk-core-sounds-$lang" "asterisk-core-sounds-$lang-wav")
 done

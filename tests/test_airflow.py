@@ -7,7 +7,8 @@
 - a text file uploaded as .mp4 fails the run with the function's message, and record_outcome
   leaves status.json failed with the failing task;
 - the system: `aws s3 cp` alone -> S3 event -> SQS -> asset watcher (triggerer) -> scheduler ->
-  PDF, through `scripts/airflow.sh up` (api-server, scheduler, dag-processor, triggerer).
+  PDF, through `scripts/airflow.sh up` (api-server, scheduler, dag-processor, triggerer);
+- the web page over that system, in headless Chromium (web_page_over_the_stack).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from stackutil import REPO, airflow_up, aws_cli, client, drain_queue, log_tails, run_dag
+from stackutil import REPO, airflow_up, aws_cli, client, drain_queue, free_ports, log_tails, run_dag, running
 from vidnotes.orchestration import Settings, Upload, run_id_for, uploads_from_asset_extras, uploads_from_body, uploads_from_conf
 from vidnotes.sample import make_sample_video
 
@@ -311,6 +312,7 @@ def test_upload_alone_runs_the_pipeline_in_airflow(live_stack, talk, tmp_path_fa
         assert runs and all(r["run_type"] == "asset_triggered" for r in runs)  # the watcher, not a person
         # reconciliation ran once when Airflow came up (its schedule's first round) and found nothing
         assert any(r["run_type"] == "scheduled" for r in api.dag_runs("video_to_notes_reconcile")), diag()
+        web_page_over_the_stack(live_stack, af, tmp_path_factory, diag)  # while the triggerer still lives
         lost_key, lost_video = lose_an_upload(live_stack, af, tmp_path_factory)
         time.sleep(3.5)  # reconcile_min_age here (tests/stackutil.py)
         rec = api.wait_run("video_to_notes_reconcile", api.trigger("video_to_notes_reconcile")["dag_run_id"], timeout=120)
@@ -330,6 +332,96 @@ def test_upload_alone_runs_the_pipeline_in_airflow(live_stack, talk, tmp_path_fa
     bad_status = s3_json(live_stack, "vidnotes-results", f"jobs/{hashlib.sha256(bad_file.read_bytes()).hexdigest()[:16]}/status.json")
     assert bad_status["state"] == "failed" and bad_status["error"]["task"] == "extract_audio"
     print(f"airflow up in {started:.1f} s; both uploads finished {took:.1f} s after the test began")
+
+
+def web_page_over_the_stack(stack: dict, af: dict, tmp_path_factory, diag) -> None:
+    """The web page as `make ui` starts it (scripts/ui.sh), in headless Chromium, over this stack and
+    Airflow: a talk uploaded through the page runs through S3 -> SQS -> Airflow, its stages show,
+    its notes open beside the player, a click on a line seeks the player, a correction lands in
+    S3 and becomes a training dataset; a broken upload shows its error and reaches no bucket."""
+    from browser import chromium, chromium_available, shot, wait_for
+    from selenium.webdriver.common.by import By
+
+    if not chromium_available():
+        pytest.skip("needs Debian's chromium and chromium-driver (make system-deps)")
+    tmp = tmp_path_factory.mktemp("web")
+    port = free_ports(1)
+    env = {**af["env"], "VIDNOTES_UI_DIR": str(tmp / "ui"), "VIDNOTES_UI_PORT": str(port), "AWS_ENDPOINT_URL": stack["s3"],
+           "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    ui = str(REPO / "scripts" / "ui.sh")
+    up = subprocess.run([ui, "up"], env=env, capture_output=True, text=True, timeout=60)
+    assert up.returncode == 0, up.stderr
+    pid = int((tmp / "ui" / "run" / "ui.pid").read_text())
+    url = f"http://127.0.0.1:{port}/"
+    s3 = client("s3", stack["s3"])
+    video = make_sample_video(tmp / "Vorlesung über Brücken.mp4", text=(
+        "Bridges carry roads over rivers. An arch pushes its load into the banks. "
+        "A suspension bridge hangs the road from cables. Thank you for listening."))  # fmt: skip
+    job_id = hashlib.sha256(video.read_bytes()).hexdigest()[:16]
+    broken = tmp / "broken recording.mp4"
+    broken.write_bytes(b"not a video " + uuid.uuid4().bytes)
+    try:
+        with chromium() as d:
+            d.get(url)
+            inbox_before = {o["Key"] for o in s3.list_objects_v2(Bucket="vidnotes-inbox").get("Contents", [])}
+            d.find_element(By.ID, "file").send_keys(str(broken))
+            d.find_element(By.ID, "upload-button").click()
+            msg = wait_for(lambda: "error" in (m := d.find_element(By.ID, "upload-message")).get_attribute("class") and m.text, 30,
+                           "no error for a broken upload")  # fmt: skip
+            assert "broken recording.mp4" in msg and "not a readable audio or video file" in msg
+            assert {o["Key"] for o in s3.list_objects_v2(Bucket="vidnotes-inbox").get("Contents", [])} == inbox_before
+
+            d.find_element(By.ID, "file").send_keys(str(video))
+            d.find_element(By.ID, "upload-button").click()
+            wait_for(lambda: "Uploaded" in d.find_element(By.ID, "upload-message").text, 60,
+                     lambda: "upload not acknowledged: " + d.find_element(By.ID, "upload-message").text)  # fmt: skip
+            key = f"web/{job_id}/{video.name}"
+            s3.head_object(Bucket="vidnotes-inbox", Key=key)  # the page put it where any upload goes
+            row = f'#jobs tr[data-key="{key}"]'
+            wait_for(lambda: d.find_elements(By.CSS_SELECTOR, row + " .chip.success"), 120, lambda: "no stage finished" + diag())
+            shot(d, "stack-1-running")
+            link = wait_for(lambda: d.find_element(By.CSS_SELECTOR, row + " a[href^='#/job/']"), 240,
+                            lambda: "the notes never became ready: " + d.find_element(By.CSS_SELECTOR, row).text + diag())  # fmt: skip
+            chips = d.find_elements(By.CSS_SELECTOR, row + " .chip")
+            assert [c.get_attribute("class").split()[-1] for c in chips] == ["success"] * 5  # diarize: not invoked, speakers off
+            shot(d, "stack-2-jobs")
+            # the text file uploaded with `aws s3 cp` before: failed, with the function's reason on the page
+            failed = d.find_elements(By.CSS_SELECTOR, '#jobs tr[data-state="failed"] .error-text')
+            assert any("not a readable audio or video file" in e.text for e in failed), [e.text for e in failed]
+            link.click()
+            lines = wait_for(lambda: d.find_elements(By.CSS_SELECTOR, "#transcript li"), 30, "no transcript")
+            wait_for(lambda: d.execute_script("return document.querySelector('#player').readyState >= 1"), 30, "the player loaded no media")
+            assert "Bridges" in d.find_element(By.CSS_SELECTOR, "#notes").text or "bridge" in d.find_element(By.CSS_SELECTOR, "#notes").text.lower()
+            target = lines[-1]
+            start = float(target.get_attribute("data-start"))
+            target.find_element(By.CSS_SELECTOR, ".text").click()
+            at = "return document.querySelector('#player').currentTime"
+            wait_for(lambda: abs(d.execute_script(at) - start) < 0.05, 10, lambda: f"the player is at {d.execute_script(at)}, not {start}")
+            line = d.find_elements(By.CSS_SELECTOR, "#transcript li")[0]
+            line.find_element(By.CSS_SELECTOR, "button.edit").click()
+            box = line.find_element(By.CSS_SELECTOR, "textarea")
+            box.clear()
+            box.send_keys("Bridges carry roads over rivers, said the engineer.")
+            line.find_element(By.CSS_SELECTOR, "button.save").click()
+            wait_for(lambda: d.find_elements(By.CSS_SELECTOR, "#transcript li .badge"), 20, "the correction was not saved")
+            shot(d, "stack-3-job")
+    finally:
+        down = subprocess.run([ui, "down"], env=env, capture_output=True, text=True, timeout=60)
+    assert down.returncode == 0 and not running(pid), down.stderr
+    stored = s3.list_objects_v2(Bucket="vidnotes-results", Prefix=f"jobs/{job_id}/feedback/").get("Contents", [])
+    assert len(stored) == 1
+    correction = json.loads(s3.get_object(Bucket="vidnotes-results", Key=stored[0]["Key"])["Body"].read())
+    assert correction["corrected"] == "Bridges carry roads over rivers, said the engineer." and correction["segment"] == 0
+    # what train_and_redeploy's prepare_dataset runs with feedback=true
+    dest = f"s3://vidnotes-training/feedback-{uuid.uuid4().hex[:6]}"
+    r = subprocess.run([sys.executable, "-m", "vidnotes.cli", "train", "prepare-feedback", dest, "--job", job_id], env=env,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    bucket, prefix = dest[5:].split("/", 1)
+    manifest = s3.get_object(Bucket=bucket, Key=f"{prefix}/manifest.jsonl")["Body"].read().decode()
+    rows = [json.loads(x) for x in manifest.splitlines()]
+    assert [(x["job_id"], x["segment"], x["text"], x["split"]) for x in rows] == [(job_id, 0, correction["corrected"], "train")]
+    s3.head_object(Bucket=bucket, Key=f"{prefix}/{rows[0]['audio']}")
 
 
 def lose_an_upload(stack: dict, af: dict, tmp_path_factory) -> tuple[str, Path]:
@@ -449,7 +541,7 @@ def test_train_and_redeploy_dag_shape(dagbag):
     for a, b in zip(order, order[1:]):
         assert b in tasks[a].downstream_task_ids, (a, b)
     assert type(tasks["export_publish"]).__name__ == "_ShortCircuitDecoratedOperator"  # a failed gate stops the redeploy
-    assert set(dag.params.keys()) == {"store", "dataset", "run_dir", "steps", "config"}
+    assert set(dag.params.keys()) == {"store", "dataset", "run_dir", "steps", "config", "feedback"}
 
 
 def test_train_dag_runs_training_on_ecs_in_production(airflow_home):

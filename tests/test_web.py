@@ -61,6 +61,16 @@ def test_a_file_name_stays_data():
     assert len(long) == 120 and long.endswith(".webm")
 
 
+def test_stage_states_from_task_instances():
+    ti = lambda task, state, i=-1: {"task_id": task, "state": state, "map_index": i}  # noqa: E731
+    tasks = [ti("extract_audio", "success"), ti("transcribe", "success", 0), ti("transcribe", "running", 1), ti("diarize", "success")]
+    assert [(s["stage"], s["state"], s["detail"]) for s in Library.stage_states(tasks)] == [
+        ("extract_audio", "success", ""), ("transcribe", "running", "1/2"), ("diarize", "success", ""),
+        ("summarize", "waiting", ""), ("render_pdf", "waiting", "")]  # fmt: skip
+    failed = [ti("extract_audio", "failed"), ti("transcribe", "upstream_failed"), ti("summarize", "upstream_failed")]
+    assert [s["state"] for s in Library.stage_states(failed)] == ["failed", "skipped", "waiting", "skipped", "waiting"]
+
+
 def test_the_page_is_locked_to_this_server(api):
     page = api.get("/")
     assert page.status_code == 200 and '<script src="/static/app.js"' in page.text

@@ -108,6 +108,7 @@ class Library:
     max_upload_bytes: int = 2 * 2**30
     max_seconds: float = 4 * 3600.0
     _finished_tasks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    _outcomes: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
     # -- uploads ------------------------------------------------------------------------------
     def upload(self, path: Path, filename: str, *, speakers: str | None = None, language: str | None = None) -> dict[str, Any]:
@@ -181,6 +182,17 @@ class Library:
             self._finished_tasks[run_id] = tasks
         return tasks
 
+    def _outcome(self, run_id: str) -> dict[str, Any] | None:
+        """The status record_outcome wrote for a finished run (its XCom ``status_key`` names it)."""
+        if run_id not in self._outcomes:
+            key = None
+            try:
+                key = self.airflow.xcom(PIPELINE_DAG, run_id, "record_outcome", "status_key") if self.airflow else None
+            except Exception:
+                pass
+            self._outcomes[run_id] = self._json(key) if isinstance(key, str) and key else None
+        return self._outcomes[run_id]
+
     @staticmethod
     def stage_states(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each stage's state from the run's task instances; transcribe's mapped tasks counted."""
@@ -192,10 +204,10 @@ class Library:
                 state, detail = "waiting", ""
             elif all(s == "success" for s in states):
                 state, detail = "success", ""
-            elif any(s in ("failed", "upstream_failed") for s in states):
+            elif "failed" in states:
                 state, detail = "failed", ""
-            elif all(s == "skipped" for s in states):
-                state, detail = "skipped", ""
+            elif all(s in ("skipped", "upstream_failed") for s in states):
+                state, detail = "skipped", ""  # not run: an earlier stage failed, or the same content was done before
             elif any(s in ("running", "up_for_retry", "queued", "scheduled", "deferred", "restarting") for s in states):
                 state, detail = "running", ""
             else:
@@ -219,8 +231,9 @@ class Library:
             status = self._json(Layout(job_id).status) if job_id else None
             run = runs.get(key)
             tasks = self._tasks(run) if run else []
-            if status is None and run is not None and not job_id:
-                status = self._json(f"runs/{PIPELINE_DAG}/{run['dag_run_id']}.json")  # a run that failed before a job existed
+            if status is None and run is not None and run.get("state") == "failed":
+                status = self._outcome(run["dag_run_id"])  # a run that failed before its job was recorded
+                job_id = job_id or (status or {}).get("job_id")
             if status and status.get("state") in ("succeeded", "failed") and not (run and run.get("state") in ("queued", "running")):
                 state = status["state"]
             elif run is not None:
