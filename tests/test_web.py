@@ -69,6 +69,7 @@ def test_stage_states_from_task_instances():
         ("summarize", "waiting", ""), ("render_pdf", "waiting", "")]  # fmt: skip
     failed = [ti("extract_audio", "failed"), ti("transcribe", "upstream_failed"), ti("summarize", "upstream_failed")]
     assert [s["state"] for s in Library.stage_states(failed)] == ["failed", "skipped", "waiting", "skipped", "waiting"]
+    assert [s["state"] for s in Library.stage_states(tasks, diarize_off=True)][2] == "off"
 
 
 def test_the_page_is_locked_to_this_server(api):

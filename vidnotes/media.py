@@ -61,7 +61,9 @@ def probe(path: Path, *, max_bytes: int, max_seconds: float, timeout: float = 60
     streams = info.get("streams") or []
     if proc.returncode != 0 or not info.get("format"):
         reason = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise InputError("not_media", f"the upload is not a readable audio or video file ({reason[-1] if reason else 'unknown format'})")
+        # ffprobe names the file by our working path, which means nothing to the user
+        detail = reason[-1].replace(f"{path}: ", "").replace(str(path), "the file") if reason else "unknown format"
+        raise InputError("not_media", f"the upload is not a readable audio or video file ({detail})")
     audio = [s for s in streams if s.get("codec_type") == "audio"]
     if not audio:
         raise InputError("no_audio", "the file has no audio stream, so there is nothing to transcribe")

@@ -62,7 +62,7 @@ def spinning() -> bool:
     """Do ONNX Runtime's intra-op threads spin while they wait for work (its default)? Off where
     ``$VIDNOTES_ORT_SPINNING`` is 0: the local stack sets that for its function processes, which
     share the host's cores, where spinning threads of one process take the cores the others need
-    (three transcribe invocations at once on 2 cores: 1.14-1.39x faster with spinning off;
+    (three transcribe invocations at once on 2 cores: 1.14-1.55x faster with spinning off in four runs;
     docs/airflow.md). A Lambda instance has its cores to itself and keeps the default."""
     raw = os.environ.get(SPINNING_ENV, "").strip()
     if raw not in ("", "0", "1"):

@@ -109,6 +109,7 @@ class Library:
     max_seconds: float = 4 * 3600.0
     _finished_tasks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _outcomes: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    _diarize: dict[str, bool] = field(default_factory=dict)
 
     # -- uploads ------------------------------------------------------------------------------
     def upload(self, path: Path, filename: str, *, speakers: str | None = None, language: str | None = None) -> dict[str, Any]:
@@ -123,8 +124,7 @@ class Library:
         try:
             info = probe(path, max_bytes=self.max_upload_bytes, max_seconds=self.max_seconds)
         except InputError as e:
-            reason = str(e).replace(f"{path}: ", "").replace(str(path), name)  # the spool file's path means nothing to a reader
-            raise WebError(413 if e.code in ("too_large", "too_long") else 422, f"{name}: {reason}") from None
+            raise WebError(413 if e.code in ("too_large", "too_long") else 422, f"{name}: {e}") from None
         digest = _sha256(path)
         job_id = digest[:16]
         key = f"{WEB_PREFIX}{job_id}/{name}"
@@ -193,14 +193,29 @@ class Library:
             self._outcomes[run_id] = self._json(key) if isinstance(key, str) and key else None
         return self._outcomes[run_id]
 
+    def _diarize_off(self, run_id: str, tasks: list[dict[str, Any]]) -> bool:
+        """Whether the run asked no speaker labels (extract_audio left diarize's payload empty):
+        diarize then succeeds without being invoked, which the page shows as "off"."""
+        if not any(t["task_id"] == "extract_audio" and t.get("state") == "success" for t in tasks) or self.airflow is None:
+            return False
+        if run_id not in self._diarize:
+            try:
+                self._diarize[run_id] = not self.airflow.xcom(PIPELINE_DAG, run_id, "extract_audio", "diarize_payload")
+            except Exception:
+                return False
+        return self._diarize[run_id]
+
     @staticmethod
-    def stage_states(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Each stage's state from the run's task instances; transcribe's mapped tasks counted."""
+    def stage_states(tasks: list[dict[str, Any]], *, diarize_off: bool = False) -> list[dict[str, Any]]:
+        """Each stage's state from the run's task instances; transcribe's mapped tasks counted;
+        diarize "off" when the run asked no speaker labels."""
         out = []
         for stage in STAGES:
             mine = [t for t in tasks if t["task_id"] == stage]
             states = [str(t.get("state") or "none") for t in mine]
-            if not mine:
+            if stage == "diarize" and diarize_off:
+                state, detail = "off", ""
+            elif not mine:
                 state, detail = "waiting", ""
             elif all(s == "success" for s in states):
                 state, detail = "success", ""
@@ -245,7 +260,7 @@ class Library:
                 "key": key, "name": parts[-1], "size": obj["size"], "uploaded": obj["modified"].isoformat(timespec="seconds"),
                 "job_id": job_id, "state": state, "stage": (status or {}).get("stage"),
                 "error": error.get("message") if state == "failed" else None,
-                "run_id": run["dag_run_id"] if run else None, "stages": self.stage_states(tasks),
+                "run_id": run["dag_run_id"] if run else None, "stages": self.stage_states(tasks, diarize_off=bool(run) and self._diarize_off(run["dag_run_id"], tasks)),
                 "notes": bool(job_id and state == "succeeded" and self.results.exists(Layout(job_id).notes)),
             })  # fmt: skip
         return {"jobs": rows, "airflow": airflow_note}

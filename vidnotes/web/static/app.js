@@ -75,7 +75,7 @@ function upload(event) {
 function stageChips(stages) {
   const box = el("span", { class: "stages" });
   for (const s of stages) {
-    box.append(el("span", { class: `chip ${s.state}`, title: `${s.stage}: ${s.state}`, text: s.stage.replace("_", " ") + (s.detail ? ` ${s.detail}` : "") }));
+    box.append(el("span", { class: `chip ${s.state}`, title: `${s.stage}: ${s.state}`, text: s.stage.replace("_", " ") + (s.detail ? ` ${s.detail}` : "") + (s.state === "off" ? " off" : "") }));
   }
   return box;
 }
