@@ -138,13 +138,11 @@ def jobs_with_feedback(results: Storage) -> list[str]:
     return sorted(found)
 
 
-def _segment_audio(results: Storage, job_id: str, start: float, end: float, work: Path) -> np.ndarray:
-    """The job's audio from ``start`` to ``end`` s, pieced together from its chunks (a span between
-    two chunks, skipped as non-speech, is silence)."""
+def _segment_audio(results: Storage, chunks: list[dict[str, Any]], start: float, end: float, work: Path) -> np.ndarray:
+    """The job's audio from ``start`` to ``end`` s, pieced together from its ``chunks`` (chunks.json;
+    a span between two chunks, skipped as non-speech, is silence)."""
     from vidnotes.media import read_wav
 
-    layout = Layout(job_id)
-    chunks = json.loads(results.get_bytes(layout.chunks))
     n = int(round((end - start) * SAMPLE_RATE))
     out = np.zeros(n, dtype=np.float32)
     for ch in chunks:
@@ -195,13 +193,18 @@ def prepare_dataset(
         for job_id in ids:
             latest = latest_per_segment(corrections(results, job_id))
             progress(f"job {job_id}: {len(latest)} corrected segment(s)")
+            try:
+                chunks = json.loads(results.get_bytes(Layout(job_id).chunks)) if latest else []
+            except NotFound as e:
+                skipped += [f"job {job_id} segment {index}: its audio is gone ({e})" for index in sorted(latest)]
+                continue
             for index, c in sorted(latest.items()):
                 assert c.start is not None and c.end is not None
                 if c.end - c.start > MAX_SEGMENT_SECONDS:
                     skipped.append(f"job {job_id} segment {index}: {c.end - c.start:.1f} s is longer than one {MAX_SEGMENT_SECONDS:.0f} s window")
                     continue
                 try:
-                    audio = _segment_audio(results, job_id, c.start, c.end, Path(tmp))
+                    audio = _segment_audio(results, chunks, c.start, c.end, Path(tmp))
                 except NotFound as e:
                     skipped.append(f"job {job_id} segment {index}: its audio is gone ({e})")
                     continue

@@ -16,10 +16,12 @@ and only then put into the inbox, so a refused or broken upload leaves nothing b
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -34,13 +36,16 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 log = logging.getLogger(__name__)
 
 
-def _error(e: WebError) -> JSONResponse:
+def _error(_request: Request, e: Exception) -> JSONResponse:
+    """Every refusal the routes raise (WebError), as ``{"error": message}`` with its status."""
+    assert isinstance(e, WebError)
     return JSONResponse({"error": str(e)}, status_code=e.status)
 
 
 def create_app(library: Library, *, allowed_hosts: list[str] | None = None, spool_dir: Path | None = None) -> FastAPI:
     app = FastAPI(title="vidnotes", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or ["127.0.0.1", "localhost", "[::1]"])
+    app.add_exception_handler(WebError, _error)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -73,7 +78,7 @@ def create_app(library: Library, *, allowed_hosts: list[str] | None = None, spoo
     async def upload(request: Request, name: str = "", speakers: str = "", language: str = "") -> Response:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > library.max_upload_bytes:
-            return _error(WebError(413, f"{name[:120]}: {int(declared) / 2**20:.0f} MiB is more than the limit of {library.max_upload_bytes / 2**20:.0f} MiB"))
+            raise WebError(413, f"{name[:120]}: {int(declared) / 2**20:.0f} MiB is more than the limit of {library.max_upload_bytes / 2**20:.0f} MiB")
         with tempfile.TemporaryDirectory(dir=spool_dir, prefix="vidnotes-upload-") as tmp:
             path = Path(tmp) / "upload"
             size = 0
@@ -81,14 +86,11 @@ def create_app(library: Library, *, allowed_hosts: list[str] | None = None, spoo
                 async for block in request.stream():
                     size += len(block)
                     if size > library.max_upload_bytes:
-                        return _error(WebError(413, f"{name[:120]}: more than the limit of {library.max_upload_bytes / 2**20:.0f} MiB"))
+                        raise WebError(413, f"{name[:120]}: more than the limit of {library.max_upload_bytes / 2**20:.0f} MiB")
                     f.write(block)
             if size == 0:
-                return _error(WebError(400, f"{name[:120] or 'the upload'}: the file is empty (0 bytes)"))
-            try:
-                out = await run_in_threadpool(library.upload, path, name, speakers=speakers, language=language)
-            except WebError as e:
-                return _error(e)
+                raise WebError(400, f"{name[:120] or 'the upload'}: the file is empty (0 bytes)")
+            out = await run_in_threadpool(library.upload, path, name, speakers=speakers, language=language)
         return JSONResponse(out, status_code=201)
 
     @app.get("/api/jobs")
@@ -97,28 +99,17 @@ def create_app(library: Library, *, allowed_hosts: list[str] | None = None, spoo
 
     @app.get("/api/jobs/{job_id}")
     def job(job_id: str) -> Response:
-        try:
-            return JSONResponse(library.job(job_id))
-        except WebError as e:
-            return _error(e)
+        return JSONResponse(library.job(job_id))
 
     @app.get("/api/jobs/{job_id}/files/{name}")
     def download(job_id: str, name: str) -> Response:
-        try:
-            data, ctype, filename = library.download(job_id, name)
-        except WebError as e:
-            return _error(e)
+        data, ctype, filename = library.download(job_id, name)
         quoted = filename.encode("ascii", "replace").decode().replace('"', "'")
-        from urllib.parse import quote
-
         return Response(data, media_type=ctype, headers={"Content-Disposition": f"attachment; filename=\"{quoted}\"; filename*=UTF-8''{quote(filename)}"})
 
     @app.get("/api/jobs/{job_id}/media")
     def media(job_id: str, request: Request) -> Response:
-        try:
-            status, headers, body = library.media(job_id, request.headers.get("range"))
-        except WebError as e:
-            return _error(e)
+        status, headers, body = library.media(job_id, request.headers.get("range"))
         return StreamingResponse(body, status_code=status, headers=headers)
 
     async def _body(request: Request) -> dict[str, Any]:
@@ -127,8 +118,6 @@ def create_app(library: Library, *, allowed_hosts: list[str] | None = None, spoo
         raw = await request.body()
         if len(raw) > 16_384:
             raise WebError(413, "the request is larger than 16 KiB")
-        import json
-
         try:
             body = json.loads(raw)
         except ValueError:
@@ -139,18 +128,12 @@ def create_app(library: Library, *, allowed_hosts: list[str] | None = None, spoo
 
     @app.post("/api/jobs/{job_id}/corrections")
     async def correct(job_id: str, request: Request) -> Response:
-        try:
-            body = await _body(request)
-            return JSONResponse(await run_in_threadpool(library.correct, job_id, body.get("segment"), body.get("text")), status_code=201)
-        except WebError as e:
-            return _error(e)
+        body = await _body(request)
+        return JSONResponse(await run_in_threadpool(library.correct, job_id, body.get("segment"), body.get("text")), status_code=201)
 
     @app.post("/api/jobs/{job_id}/flags")
     async def flag(job_id: str, request: Request) -> Response:
-        try:
-            body = await _body(request)
-            return JSONResponse(await run_in_threadpool(library.flag, job_id, body.get("sentence"), body.get("comment")), status_code=201)
-        except WebError as e:
-            return _error(e)
+        body = await _body(request)
+        return JSONResponse(await run_in_threadpool(library.flag, job_id, body.get("sentence"), body.get("comment")), status_code=201)
 
     return app

@@ -374,8 +374,7 @@ class Library:
 
     # -- corrections --------------------------------------------------------------------------
     def correct(self, job_id: str, segment: Any, text: Any) -> dict[str, Any]:
-        self._job_id(job_id)
-        try:
+        try:  # (transcript() checks the job id)
             return feedback.correct_segment(self.results, job_id, self.transcript(job_id), segment, text).model_dump()
         except feedback.FeedbackError as e:
             raise WebError(400, str(e)) from None
