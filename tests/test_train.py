@@ -25,7 +25,7 @@ from vidnotes.train import DatasetError, load_audio, read_manifest, read_train_l
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "vidnotes.cli"]
 STEP_LINE = re.compile(r"^step=(\d+) loss=(\d+\.\d{4}) lr=(\d\.\de[-+]\d\d) grad_norm=\d+\.\d{3} epoch=\d+\.\d\d elapsed=\d+\.\ds$")
-EVAL_LINE = re.compile(r"^eval step=(\d+) wer=(\d\.\d{4}) regression_wer=(\d\.\d{4})$")
+EVAL_LINE = re.compile(r"^eval step=(\d+) wer=(\d\.\d{4}) regression_wer=(\d\.\d{4}) wer_literal=(\d\.\d{4}) regression_wer_literal=(\d\.\d{4})$")
 # 6 steps on the same 4 recordings (batch 4: one epoch per step), 3 test recordings, 2 regression
 # recordings; from a config file, flags on top. The gate: with 3 test recordings CURRENT's WER may
 # already be 0, so the domain need not improve here; the regression set (2 recordings, 115 words: one
@@ -133,6 +133,7 @@ def test_train_log_loss_checkpoints_and_metrics(run_a):
     reg = m["regression"]
     assert reg["set"] == "varied-en" and reg["recordings"] == 2 and list(reg["evals"]) == ["0", "3", "6"]
     assert m["regression_wer_before"] == reg["wer_before"] == reg["evals"]["0"] and m["regression_wer_after"] == reg["evals"]["6"]
+    assert m["normalizer"] == "whisper" and list(m["evals_literal"]) == list(reg["evals_literal"]) == ["0", "3", "6"]
     assert m["config"]["steps"] == 6 and m["config"]["require_improvement"] is False  # from the file
     assert (run_a / "config.yaml").is_file() and json.loads((run_a / "config.json").read_text()) == m["config"]
     source = json.loads((run_a / "model" / "vidnotes_source.json").read_text())
@@ -244,6 +245,8 @@ def test_export_gate_and_publish_into_a_store(published_a, temp_store):
     assert gate["candidate_wer"] <= gate["baseline_wer"] and gate["test_recordings"] == 3
     assert gate["regression_recordings"] == 2 and gate["domain_passed"] and gate["regression_passed"]
     assert gate["candidate_regression_wer"] <= gate["baseline_regression_wer"] + 0.1 and gate["max_regression_increase"] == 0.1
+    assert gate["normalizer"] == "whisper" and all(0 <= gate[f"{who}_{what}_literal"] <= 1 for who in ("candidate", "baseline")
+                                                   for what in ("wer", "regression_wer"))  # fmt: skip
     assert m["state"] == "published" and m["published_version"] == version and m["export"]["version"] == version
     manifest = temp_store.manifest("whisper", version)
     assert manifest["gate"] == gate and manifest["training"]["steps"] == 6 and manifest["training"]["wer_after"] == m["wer_after"]

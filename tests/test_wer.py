@@ -1,7 +1,7 @@
 import jiwer
 import pytest
 
-from vidnotes.wer import normalize, wer
+from vidnotes.wer import normalize, normalizer, wer
 
 
 @pytest.mark.parametrize(
@@ -30,3 +30,15 @@ def test_wer_agrees_with_jiwer_after_normalization():
 def test_wer_length_mismatch():
     with pytest.raises(ValueError):
         wer(["a"], [])
+
+
+def test_whisper_normalizer_scores_recognition_not_formatting():
+    whisper = normalizer("whisper")
+    ref = "Eight of spades. We're gonna tackle it in twenty twenty, uh, in colour."
+    formatted = "8 of spades, we are going to tackle it in 2020 in color"
+    assert wer([ref], [formatted], whisper) == 0.0 and wer([ref], [formatted]) > 0.4  # literal: formatting counts
+    assert wer([ref], ["8 of spades we are going to tackle it in 2020 in collar"], whisper) == pytest.approx(1 / 13)
+    assert normalizer("whisper", "ru")("Привет, мир! Раз-два.") == "привет мир раз два"  # other languages: the basic normalizer
+    assert normalizer("vidnotes") is normalize
+    with pytest.raises(ValueError, match="normalizer must be one of"):
+        normalizer("jiwer")

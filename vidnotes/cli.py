@@ -269,7 +269,7 @@ def cmd_models_use(args: argparse.Namespace) -> int:
 
 TRAIN_SETTINGS = ("data", "init", "train", "steps", "batch_size", "lr", "warmup_steps", "weight_decay", "max_grad_norm", "seed",
                   "checkpoint_every", "eval_every", "language", "max_train", "max_test", "l2sp", "encoder", "regression", "max_regression",
-                  "max_wer_increase", "require_improvement", "max_regression_increase", "tracking", "experiment")  # fmt: skip
+                  "max_wer_increase", "require_improvement", "max_regression_increase", "normalizer", "tracking", "experiment")  # fmt: skip
 
 
 def cmd_train_prepare(args: argparse.Namespace) -> int:
@@ -570,6 +570,9 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--regression", choices=("varied-en", "none"), help="held-out general speech scored at each eval and by the gate [varied-en]")
     rn.add_argument("--max-regression", type=int, help="use only the first N regression recordings")
     rn.add_argument("--max-regression-increase", type=float, help="gate: how much worse (absolute WER) than CURRENT's the regression WER may be [0.005]")
+    rn.add_argument("--normalizer", choices=("whisper", "vidnotes"), help="WER normalizer of the evals and the gate: whisper "
+                    "(Whisper's text normalizer: number formatting, contractions and spellings do not count) or vidnotes (literal); "
+                    "the literal WER is recorded beside it [whisper]")
     rn.add_argument("--require-improvement", action=argparse.BooleanOptionalAction, default=None,
                     help="gate: the domain WER must be lower than CURRENT's (else: not worse) [yes]")
     rn.add_argument("--tracking", action=argparse.BooleanOptionalAction, default=None, help="log the run to MLflow (MLFLOW_TRACKING_URI, default build/mlflow) [yes]")

@@ -47,12 +47,13 @@ import numpy as np
 
 from vidnotes.audio import SAMPLE_RATE, decode_audio
 from vidnotes.features import CHUNK_SECONDS, log_mel_batch
-from vidnotes.wer import wer
+from vidnotes.wer import NORMALIZERS, normalizer, wer
 
 MANIFEST_FILE = "manifest.jsonl"
 SPLITS = ("train", "test")
 REGRESSION_SETS = ("varied-en", "none")
 ENCODERS = ("served", "torch")
+TRAIN_MODES = ("decoder", "full")  # what is trained (module docstring)
 TASK = "whisper"
 EVAL_BATCH = 8
 KEEP_CHECKPOINTS = 2
@@ -254,12 +255,15 @@ class TrainConfig:
     max_wer_increase: float = 0.0  # gate: domain WER may be this much (absolute) worse than CURRENT's
     require_improvement: bool = True  # gate: domain WER (int8, no timestamps) must be lower than CURRENT's
     max_regression_increase: float = 0.005  # gate: regression WER may be at most this much (absolute) worse
+    # the WER normalizer of the evals and the gate: whisper (Whisper's: numbers, contractions and
+    # spellings do not count) or vidnotes (literal); the literal WER is recorded beside it either way
+    normalizer: str = "whisper"
     tracking: bool = True  # an MLflow run (MLFLOW_TRACKING_URI, default build/mlflow)
     experiment: str = "vidnotes-train"  # MLflow experiment name
 
     def check(self) -> None:
-        if self.train not in ("decoder", "full"):
-            raise ValueError(f"--train must be decoder or full, not {self.train!r}")
+        if self.train not in TRAIN_MODES:
+            raise ValueError(f"--train must be one of {', '.join(TRAIN_MODES)}, not {self.train!r}")
         for name in ("steps", "batch_size", "checkpoint_every", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -269,6 +273,8 @@ class TrainConfig:
             raise ValueError(f"encoder must be one of {ENCODERS}, not {self.encoder!r}")
         if self.regression not in REGRESSION_SETS:
             raise ValueError(f"regression must be one of {REGRESSION_SETS}, not {self.regression!r}")
+        if self.normalizer not in NORMALIZERS:
+            raise ValueError(f"normalizer must be one of {NORMALIZERS}, not {self.normalizer!r}")
         if self.l2sp < 0 or self.max_wer_increase < 0 or self.max_regression_increase < 0:
             raise ValueError("l2sp, max_wer_increase and max_regression_increase must be >= 0")
 
@@ -392,7 +398,7 @@ class Trainer:
         encoder is frozen, so its int8 file is the same after training (docs/training.md)."""
         cfg = self.config
         version = self.init_info.get("version")
-        if cfg.train != "decoder" or cfg.encoder != "served":
+        if cfg.train == "full" or cfg.encoder != "served":
             return None
         if not version:
             log(f"encoder: PyTorch (the initial checkpoint {self.init_info['spec']} is not a store version, so no served encoder)")
@@ -438,7 +444,7 @@ class Trainer:
         n_mels = int(self.model.config.num_mel_bins)
         n = len(examples)
         layers = self.model.model.decoder.layers
-        what_is_cached = " + encoder" if self.config.train == "decoder" else ""
+        what_is_cached = " + encoder" if self.config.train != "full" else ""
         bar = tqdm(total=n, desc=f"{what}: audio{what_is_cached}", unit="ex", file=sys.stderr, leave=False)
 
         def put(buf: Any, i: int, x: Any) -> Any:  # filled in place: no second copy at the end
@@ -527,9 +533,11 @@ class Trainer:
         self.model.train()
         return out
 
-    def evaluate(self, prep: _Prepared) -> tuple[float, list[str]]:
+    def evaluate(self, prep: _Prepared, language: str | None = None) -> tuple[float, float, list[str]]:
+        """(WER with the run's normalizer, literal WER, hypotheses) of ``prep``."""
         hyps = self.greedy_texts(prep)
-        return round(wer(prep.texts, hyps), 4), hyps
+        norm = normalizer(self.config.normalizer, language or self.config.language)
+        return round(wer(prep.texts, hyps, norm), 4), round(wer(prep.texts, hyps), 4), hyps
 
     # -- checkpoints -------------------------------------------------------------------------
     def _ckpt_dir(self) -> Path:
@@ -626,17 +634,20 @@ class Trainer:
 
     def _eval_step(self, step: int, test: _Prepared, reg: _Prepared | None, evals: dict[int, float], reg_evals: dict[int, float]) -> list[str]:
         """Domain (test split) and regression WER at ``step``: train.log, MLflow, the evals dicts."""
-        evals[step], hyps = self.evaluate(test)
+        evals[step], literal, hyps = self.evaluate(test)
         line = f"eval step={step} wer={evals[step]:.4f}"
         if reg is not None:
-            reg_evals[step] = self.evaluate(reg)[0]
+            reg_evals[step], reg_literal, _ = self.evaluate(reg, "en")
             line += f" regression_wer={reg_evals[step]:.4f}"
+        line += f" wer_literal={literal:.4f}" + (f" regression_wer_literal={reg_literal:.4f}" if reg is not None else "")
         self._write_log(line)
         log(line)
         if self.tracker is not None:
             self.tracker.metric("wer_domain", evals[step], step)
+            self.tracker.metric("wer_domain_literal", literal, step)
             if reg is not None:
                 self.tracker.metric("wer_regression", reg_evals[step], step)
+                self.tracker.metric("wer_regression_literal", reg_literal, step)
             self.tracker.flush()
         return hyps
 
@@ -658,8 +669,8 @@ class Trainer:
         t_prep = time.perf_counter()
         mc = self.model.config
         kv_bytes = len(train_ex) * mc.decoder_layers * 2 * mc.max_source_positions * mc.d_model * 4
-        cross = cfg.train == "decoder" and kv_bytes <= CROSS_CACHE_BYTES
-        if cfg.train == "decoder" and not cross:
+        cross = cfg.train != "full" and kv_bytes <= CROSS_CACHE_BYTES
+        if cfg.train != "full" and not cross:
             log(f"cross-attention keys/values would take {kv_bytes / 2**30:.1f} GiB: computed at each step instead")
         train = self._prepare(root, train_ex, "train", cross=cross)
         test = self._prepare(root, test_ex, "test", cross=False)
@@ -747,6 +758,7 @@ class Trainer:
         model_dir = self.save_model()
         steps_log = read_train_log(self.run_dir / "train.log")
         losses = [r["loss"] for r in steps_log if "loss" in r]
+        literal = {k: {str(r["step"]): r[k] for r in steps_log if r.get("eval") and k in r} for k in ("wer_literal", "regression_wer_literal")}
         metrics = {
             "state": "trained",
             "run_dir": str(self.run_dir.resolve()),
@@ -762,13 +774,17 @@ class Trainer:
             "loss_last": losses[-1] if losses else None,
             "loss_first10_mean": round(float(np.mean(losses[:10])), 4) if losses else None,
             "loss_last10_mean": round(float(np.mean(losses[-10:])), 4) if losses else None,
-            "wer_method": "transformers generate, greedy, no timestamps, PyTorch fp32; vidnotes.wer on the dataset's test split",
+            "wer_method": "transformers generate, greedy, no timestamps, PyTorch fp32; vidnotes.wer on the dataset's test split, "
+            f"normalizer {cfg.normalizer} (the literal WER: evals_literal)",
+            "normalizer": cfg.normalizer,
             "wer_before": wer_before,
             "wer_after": wer_after,
             "evals": {str(k): v for k, v in sorted(evals.items())},
+            "evals_literal": literal["wer_literal"],
             "regression": {"set": cfg.regression, "recordings": len(reg.names) if reg else 0,
                            "wer_before": reg_evals.get(0), "wer_after": reg_evals.get(cfg.steps),
-                           "evals": {str(k): v for k, v in sorted(reg_evals.items())}},  # fmt: skip
+                           "evals": {str(k): v for k, v in sorted(reg_evals.items())},
+                           "evals_literal": literal["regression_wer_literal"]},  # fmt: skip
             "regression_wer_before": reg_evals.get(0),
             "regression_wer_after": reg_evals.get(cfg.steps),
             "test_transcripts": [{"audio": n, "reference": r, "hypothesis": h} for n, r, h in zip(test.names, test.texts, hyps)],
@@ -874,12 +890,14 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------
 # export, gate, publish
 # --------------------------------------------------------------------------------------------
-def _onnx_wer(model: Any, eval_set: Any, *, timestamps: bool) -> float:
+def _onnx_wer(model: Any, eval_set: Any, *, timestamps: bool, norm: Any) -> tuple[float, float]:
+    """(WER after ``norm``, literal WER) of the ONNX ``model`` on ``eval_set``, greedy."""
     from vidnotes.asr import TranscriptionOptions
     from vidnotes.export.whisper import onnx_greedy
 
     toks = onnx_greedy(model, eval_set.audios, TranscriptionOptions(timestamps=timestamps, batch_size=8))
-    return round(wer(eval_set.texts, [model.tokenizer.decode(t) for t in toks]), 4)
+    hyps = [model.tokenizer.decode(t) for t in toks]
+    return round(wer(eval_set.texts, hyps, norm), 4), round(wer(eval_set.texts, hyps), 4)
 
 
 def dataset_eval_set(uri: str, cache_dir: Path, max_test: int | None = None) -> Any:
@@ -936,14 +954,19 @@ def publish_run(
         name = name or _model_name(model_dir) + "-ft"
         built = export_whisper(model_dir, work_dir=run_dir / "export", name=name, eval_set=eval_set)
         cand = WhisperOnnx(built.int8_dir, name=name)
-        cand_wer = built.fields["quality"]["wer_onnx_int8"]
-        cand_wer_ts = _onnx_wer(cand, eval_set, timestamps=True)
-        cand_reg = _onnx_wer(cand, reg_set, timestamps=False) if reg_set else None
+        norm_name = cfg.get("normalizer", defaults.normalizer)
+        norm, norm_reg = normalizer(norm_name, cfg.get("language", defaults.language)), normalizer(norm_name, "en")
+        cand_wer, cand_wer_lit = _onnx_wer(cand, eval_set, timestamps=False, norm=norm)
+        cand_wer_ts = _onnx_wer(cand, eval_set, timestamps=True, norm=norm)[0]
+        cand_reg, cand_reg_lit = _onnx_wer(cand, reg_set, timestamps=False, norm=norm_reg) if reg_set else (None, None)
         current = store.current(TASK)
         gate: dict[str, Any] = {
-            "metric": "WER of the int8 ONNX model (what is served), greedy, vidnotes.wer (fillers dropped); domain: the dataset's "
-            "test split without timestamps (as build_whisper) and with timestamp tokens (the mode the transcribe function decodes "
-            "in); regression: general English of speakers not in the training data, without timestamps",
+            "metric": "WER of the int8 ONNX model (what is served), greedy, vidnotes.wer with the run's normalizer (whisper: "
+            "Whisper's text normalizer, so number formatting, contractions and spellings do not count; the literal WER in the "
+            "*_literal fields); domain: the dataset's test split without timestamps (as build_whisper) and with timestamp "
+            "tokens (the mode the transcribe function decodes in); regression: general English of speakers not in the "
+            "training data, without timestamps",
+            "normalizer": norm_name,
             "test_recordings": len(eval_set.names),
             "regression_set": reg_set.description if reg_set else None,
             "regression_recordings": len(reg_set.names) if reg_set else 0,
@@ -952,16 +975,19 @@ def publish_run(
             "max_regression_increase": max_regression_increase,
             "candidate": built.version,
             "candidate_wer": cand_wer,
+            "candidate_wer_literal": cand_wer_lit,
             "candidate_wer_timestamps": cand_wer_ts,
             "candidate_regression_wer": cand_reg,
+            "candidate_regression_wer_literal": cand_reg_lit,
             "baseline": current,
         }
         reasons: list[str] = []
         if current:
             base_dir, base_manifest = store.fetch(TASK, current)
             base = WhisperOnnx(base_dir, name=current)
-            bw = gate["baseline_wer"] = _onnx_wer(base, eval_set, timestamps=False)
-            bts = gate["baseline_wer_timestamps"] = _onnx_wer(base, eval_set, timestamps=True)
+            bw, gate["baseline_wer_literal"] = _onnx_wer(base, eval_set, timestamps=False, norm=norm)
+            gate["baseline_wer"] = bw
+            bts = gate["baseline_wer_timestamps"] = _onnx_wer(base, eval_set, timestamps=True, norm=norm)[0]
             gate["baseline_manifest_wer"] = (base_manifest.get("quality") or {}).get("wer_onnx_int8")
             if cand_wer > bw + max_wer_increase or cand_wer_ts > bts + max_wer_increase:
                 reasons.append(f"domain WER worse ({cand_wer:.4f}/{cand_wer_ts:.4f} vs {bw:.4f}/{bts:.4f}, tolerance {max_wer_increase})")
@@ -969,7 +995,8 @@ def publish_run(
                 reasons.append(f"domain WER not improved ({cand_wer:.4f} vs {bw:.4f})")
             gate["domain_passed"] = not reasons
             if reg_set:
-                br = gate["baseline_regression_wer"] = _onnx_wer(base, reg_set, timestamps=False)
+                br, gate["baseline_regression_wer_literal"] = _onnx_wer(base, reg_set, timestamps=False, norm=norm_reg)
+                gate["baseline_regression_wer"] = br
                 gate["regression_passed"] = cand_reg <= br + max_regression_increase
                 if not gate["regression_passed"]:
                     reasons.append(f"regression WER worse ({cand_reg:.4f} vs {br:.4f}, tolerance {max_regression_increase})")
@@ -983,13 +1010,14 @@ def publish_run(
             gate["mlflow_run_id"] = tracker.run_id
         log(
             f"gate: candidate WER {cand_wer:.4f} (timestamps {cand_wer_ts:.4f}), regression {cand_reg} vs CURRENT {current} "
-            f"{gate.get('baseline_wer')} ({gate.get('baseline_wer_timestamps')}), regression {gate.get('baseline_regression_wer')}: "
+            f"{gate.get('baseline_wer')} ({gate.get('baseline_wer_timestamps')}), regression {gate.get('baseline_regression_wer')} "
+            f"[normalizer {norm_name}; literal: regression {cand_reg_lit} vs {gate.get('baseline_regression_wer_literal')}]: "
             + ("passed" if passed else "FAILED: " + "; ".join(reasons))
         )
         training = {
             k: metrics.get(k)
             for k in ("dataset", "trained", "steps", "epochs", "examples_seen", "wer_method", "wer_before", "wer_after",
-                      "regression_wer_before", "regression_wer_after", "train_seconds", "duration_seconds")  # fmt: skip
+                      "regression_wer_before", "regression_wer_after", "normalizer", "train_seconds", "duration_seconds")  # fmt: skip
         }
         training["init"] = metrics.get("init")
         training["config"] = cfg
@@ -1021,7 +1049,8 @@ def publish_run(
         write_json(metrics_path, metrics)
         if tracker is not None:
             for key in ("candidate_wer", "candidate_wer_timestamps", "candidate_regression_wer", "baseline_wer",
-                        "baseline_wer_timestamps", "baseline_regression_wer"):  # fmt: skip
+                        "baseline_wer_timestamps", "baseline_regression_wer", "candidate_regression_wer_literal",
+                        "baseline_regression_wer_literal"):  # fmt: skip
                 if gate.get(key) is not None:
                     tracker.metric(f"gate_{key}", gate[key], metrics.get("steps") or 0)
             tracker.metric("gate_passed", float(passed), metrics.get("steps") or 0)

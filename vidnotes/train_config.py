@@ -41,6 +41,7 @@ class TrainFile(BaseModel):
     max_wer_increase: float | None = Field(None, ge=0)
     require_improvement: bool | None = None
     max_regression_increase: float | None = Field(None, ge=0, le=1)
+    normalizer: Literal["whisper", "vidnotes"] | None = None
     # tracking
     tracking: bool | None = None
     experiment: str | None = Field(None, min_length=1)
