@@ -18,11 +18,23 @@ if ! localstack/stack.sh status >/dev/null 2>&1; then
   localstack/stack.sh up
   started=1
 fi
-cleanup() { if [ "$started" = 1 ] && [ "${KEEP:-0}" != 1 ]; then localstack/stack.sh down; fi; }
+# the metadata database `airflow dags test` needs: the project's PostgreSQL cluster (as scripts/airflow.sh)
+pg_started=0
+if [ "${VIDNOTES_AIRFLOW_DB:-postgres}" = postgres ]; then
+  export VIDNOTES_PG_DIR=${VIDNOTES_PG_DIR:-$PWD/build/airflow/postgres}
+  if ! scripts/postgres.sh status >/dev/null 2>&1; then scripts/postgres.sh up; pg_started=1; fi
+fi
+cleanup() {
+  if [ "${KEEP:-0}" != 1 ]; then
+    if [ "$started" = 1 ]; then localstack/stack.sh down; fi
+    if [ "$pg_started" = 1 ]; then scripts/postgres.sh down; fi
+  fi
+}
 trap cleanup EXIT
 
 eval "$(scripts/airflow.sh env)"
-airflow db migrate >/dev/null 2>&1
+mkdir -p build/train
+airflow db migrate > build/train/db-migrate.log 2>&1 || { tail -30 build/train/db-migrate.log >&2; say "airflow db migrate failed (log above)"; exit 1; }
 run_dir="build/train/run-$(date +%Y%m%d-%H%M%S)"
 # STEPS=N overrides the steps; CONFIG=file.yaml is the training config (default: the built-in recipe)
 conf=$(python -c 'import json,sys; c = {"run_dir": sys.argv[1]}; c |= {"steps": int(sys.argv[2])} if sys.argv[2] else {}; c |= {"config": sys.argv[3]} if sys.argv[3] else {}; print(json.dumps(c))' "$run_dir" "${STEPS:-}" "${CONFIG:+$(realpath "$CONFIG")}")
