@@ -120,11 +120,10 @@ def _gate_sets(data: str, out_dir: Path) -> dict:
 
 
 def _export_int8(model_dir: Path, work: Path) -> Path:
-    """The gate's export (vidnotes.export.whisper.export_whisper without its parity run): ONNX, int8 per-channel."""
-    from vidnotes.export.onnx_tools import export_onnx, quantize_int8
+    """The gate's export (vidnotes.export.whisper.export_int8, what export_whisper runs before its parity checks)."""
+    from vidnotes.export.whisper import export_int8
 
-    export_onnx(model_dir, work / "fp32", task="automatic-speech-recognition-with-past")
-    quantize_int8(work / "fp32", work / "int8", per_channel=True)
+    export_int8(model_dir, work / "fp32", work / "int8")
     return work / "int8"
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vidnotes.formats import FORMATS, get_writer
+from vidnotes.wer import NORMALIZERS
 
 if TYPE_CHECKING:
     from vidnotes.types import Transcript
@@ -570,7 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--regression", choices=("varied-en", "none"), help="held-out general speech scored at each eval and by the gate [varied-en]")
     rn.add_argument("--max-regression", type=int, help="use only the first N regression recordings")
     rn.add_argument("--max-regression-increase", type=float, help="gate: how much worse (absolute WER) than CURRENT's the regression WER may be [0.005]")
-    rn.add_argument("--normalizer", choices=("whisper", "vidnotes"), help="WER normalizer of the evals and the gate: whisper "
+    rn.add_argument("--normalizer", choices=NORMALIZERS, help="WER normalizer of the evals and the gate: whisper "
                     "(Whisper's text normalizer: number formatting, contractions and spellings do not count) or vidnotes (literal); "
                     "the literal WER is recorded beside it [whisper]")
     rn.add_argument("--require-improvement", action=argparse.BooleanOptionalAction, default=None,

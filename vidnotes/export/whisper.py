@@ -12,7 +12,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,17 @@ class ExportedWhisper:
     fp32_dir: Path
     int8_dir: Path
     fields: dict[str, Any]  # manifest fields: precision, quantization, runtime, sizes, parity, quality
+    int8_texts: list[str] = field(default_factory=list)  # the int8 model's greedy transcripts of the eval set (no timestamps)
+
+
+def export_int8(hf: Path | str, fp32: Path, int8: Path) -> list[str]:
+    """A transformers Whisper checkpoint -> ONNX fp32 in ``fp32`` -> int8 per-channel in ``int8``;
+    a multilingual checkpoint keeps its decoder fp32 (:func:`serves_fp32_decoder`). Returns the
+    decoder files kept fp32."""
+    export_onnx(hf, fp32, task="automatic-speech-recognition-with-past")
+    decoders = [p.name for p in fp32.glob("decoder*.onnx")] if serves_fp32_decoder(hf) else []
+    quantize_int8(fp32, int8, per_channel=True, fp32_files=decoders)
+    return decoders
 
 
 def export_whisper(
@@ -131,9 +142,7 @@ def export_whisper(
     for d in (fp32, int8):
         if d.exists():
             shutil.rmtree(d)
-    export_onnx(hf, fp32, task="automatic-speech-recognition-with-past")
-    decoders = [p.name for p in fp32.glob("decoder*.onnx")] if serves_fp32_decoder(hf) else []
-    quantize_int8(fp32, int8, per_channel=True, fp32_files=decoders)
+    decoders = export_int8(hf, fp32, int8)
 
     test = eval_set or asterisk_test_set()
     audios, names, refs = test.audios, test.names, test.texts
@@ -174,7 +183,8 @@ def export_whisper(
         "parity": parity,
         "quality": metrics,
     }
-    return ExportedWhisper(name=name, version=version_id(name, int8), fp32_dir=fp32, int8_dir=int8, fields=fields)
+    return ExportedWhisper(name=name, version=version_id(name, int8), fp32_dir=fp32, int8_dir=int8, fields=fields,
+                           int8_texts=[m8.tokenizer.decode(t) for t in int8_tokens])
 
 
 def source_info(spec: str, hf: Path | str) -> dict[str, Any]:
