@@ -417,6 +417,7 @@ class Function:
         # Every instance of every function shares this host's cores (on Lambda each has its own):
         # ONNX Runtime threads that spin while waiting would take the cores the others need.
         env.setdefault("VIDNOTES_ORT_SPINNING", "0")
+        env.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")  # vidnotes.onnxutil.HUGEPAGE_TUNABLES
         env.update({
             "AWS_REGION": gw.region,
             "AWS_DEFAULT_REGION": gw.region,

@@ -1,5 +1,7 @@
 """Whisper ONNX int8 from the store on real speech (needs `make models`)."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -116,6 +118,39 @@ def test_freed_large_buffers_leave_the_resident_set(mode):
         assert retained <= 12, retained  # the one block still held
     else:
         assert retained >= 60, retained  # the mechanism the fix is for is real on this C library
+
+
+MAPPED = """
+import numpy as np
+from vidnotes.onnxutil import mapped_allocations
+def rss():
+    return next(int(ln.split()[1]) // 1024 for ln in open("/proc/self/status") if ln.startswith("VmRSS"))
+def retained():
+    base = rss()
+    blocks = [np.ones(1 << 20) for _ in range(10)]  # 8 MiB each
+    last = blocks[-1]
+    del blocks
+    out = rss() - base
+    del last
+    return out
+big = np.ones(16 << 17)  # 16 MiB, freed: glibc's default raises its mmap threshold past it
+del big
+with mapped_allocations():
+    inside = retained()
+print(inside, retained())
+"""
+
+
+def test_mapped_allocations_leave_no_freed_blocks_resident_and_only_inside():
+    """The decoder's first step runs inside mapped_allocations(): what it frees leaves the resident
+    set; after it, 8 MiB buffers come from the heap again (no page faults on every later step)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", MAPPED], capture_output=True, text=True, check=True, env={**os.environ, "VIDNOTES_MMAP_THRESHOLD": ""}).stdout
+    inside, after = map(int, out.split())
+    assert inside <= 12, inside  # the one block still held
+    assert after >= 60, after  # the heap again, as glibc's grown default
 
 
 def test_thread_spinning_follows_the_environment(monkeypatch):

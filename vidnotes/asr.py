@@ -24,7 +24,7 @@ import numpy as np
 
 from vidnotes.audio import FRAME, SAMPLE_RATE, Window, frame_energy, is_silent, split_at_silences
 from vidnotes.features import CHUNK_SECONDS, log_mel_batch
-from vidnotes.onnxutil import make_session
+from vidnotes.onnxutil import make_session, mapped_allocations
 from vidnotes.tokenizer import TIME_PRECISION, WhisperTokenizer
 from vidnotes.types import Segment, Transcript
 from vidnotes.vad import SileroVad, SpeechMap
@@ -200,10 +200,14 @@ class WhisperOnnx:
             empty = np.zeros((input_ids.shape[0], self.n_heads, 0, self.head_dim), dtype=np.float32)
             feeds.update({n: empty for n in self._past_names})
             feeds["use_cache_branch"] = np.array([False])
+            # the first step computes every window's cross-attention keys/values: mapped, they
+            # and the step's intermediates leave no freed blocks resident in the heap
+            with mapped_allocations():
+                outs = dict(zip(self._out_names, self.decoder.run(None, feeds)))
         else:
             feeds.update(past)
             feeds["use_cache_branch"] = np.array([True])
-        outs = dict(zip(self._out_names, self.decoder.run(None, feeds)))
+            outs = dict(zip(self._out_names, self.decoder.run(None, feeds)))
         # The cached branch returns placeholders for the cross-attention keys/values: those
         # from the first step are kept and fed again.
         new_past = {
@@ -358,8 +362,12 @@ class WhisperOnnx:
         not encoded again."""
         done = encoded if encoded is not None else {}
         todo = [w for w in windows if w not in done]
-        fresh = dict(zip(todo, self.encode_windows(audio, todo, opts))) if todo else {}
-        hidden = np.stack([done.pop(w) if w in done else fresh[w] for w in windows])
+        if len(todo) == len(windows):
+            hidden = self.encode_windows(audio, windows, opts)
+        else:  # some were encoded for language detection
+            fresh = dict(zip(todo, self.encode_windows(audio, todo, opts))) if todo else {}
+            hidden = np.stack([done.pop(w) if w in done else fresh[w] for w in windows])
+            del fresh  # one copy of the batch's encodings while it decodes, not two
         decoded = self.decode(hidden, opts)
         return [WindowResult(w, toks, lp, nsp) for w, (toks, lp, nsp) in zip(windows, decoded)]
 

@@ -5,10 +5,12 @@ Torch-free: only the standard library and onnxruntime.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import onnxruntime as ort
@@ -84,14 +86,58 @@ def release_large_buffers(threshold: int | None = None) -> bool:
             raise ValueError(f"{MMAP_THRESHOLD_ENV} must be a number of bytes, got {raw!r}") from e
     if threshold <= 0:
         return False
-    name = ctypes.util.find_library("c")
+    mallopt = _mallopt()
+    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, int(threshold)))
+
+
+# Inside mapped_allocations(): allocations of at least this many bytes are mmap'ed; after it,
+# the heap takes everything below HEAP_MMAP_THRESHOLD (glibc's own ceiling for its dynamic
+# threshold on 64-bit, where it ends up once onnxruntime has freed a few large buffers) and the
+# heap's top is given back past HEAP_TRIM_THRESHOLD (twice that, as the dynamic rule sets it).
+MAPPED_THRESHOLD = 1 << 20
+HEAP_MMAP_THRESHOLD = 32 << 20
+HEAP_TRIM_THRESHOLD = 64 << 20
+_M_TRIM_THRESHOLD = -1
+
+
+# In the environment at start-up (glibc 2.35 and later; older ones ignore it): glibc asks for
+# transparent huge pages for the buffers it maps, so mapping the first step's buffers costs a few
+# hundred page faults a batch, not ~60,000 (measured here: transcription 5-8% slower without it,
+# even with it). The local stack sets it for its function processes, the transcribe image and
+# bench/bench_asr.py (for every engine) too.
+HUGEPAGE_TUNABLES = "glibc.malloc.hugetlb=1"
+
+
+@functools.cache
+def _mallopt() -> Callable[[int, int], int] | None:
     try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        fn = libc.mallopt
     except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, int(threshold)))
+        return None  # not glibc
+    fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return fn
+
+
+@contextlib.contextmanager
+def mapped_allocations(threshold: int = MAPPED_THRESHOLD) -> Iterator[None]:
+    """Within: buffers of at least ``threshold`` bytes come from mmap, so they leave the resident
+    set when freed and never fragment the heap. For the few runs that allocate much at once and
+    keep part of it (the decoder's first step of a batch: the cross-attention keys and values of
+    every window, 147 MB at batch 8 on tiny.en, and as much again in intermediates), not for every
+    run: mapping every large buffer costs page faults on each decoder step (35-45% slower,
+    ``$VIDNOTES_MMAP_THRESHOLD``). Peak RSS of tiny.en at batch 8, README "Quality and speed".
+    A fixed ``$VIDNOTES_MMAP_THRESHOLD`` is left as it is; a C library without mallopt changes nothing."""
+    mallopt = _mallopt()
+    if mallopt is None or release_large_buffers():
+        yield
+        return
+    mallopt(_M_MMAP_THRESHOLD, threshold)
+    try:
+        yield
+    finally:
+        mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD)
+        mallopt(_M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD)
 
 
 def make_session(path: Path, *, threads: int | None = None) -> ort.InferenceSession:
