@@ -103,6 +103,16 @@ def test_a_fresh_state_every_few_seconds_keeps_speech_that_a_carried_state_misse
     assert vad.block_frames == 128 and vad.warmup_frames == 32
 
 
+def test_blocks_run_in_parallel_give_the_probabilities_of_one_worker(vad, paused):
+    """With a fresh state per block the blocks are independent: run two at a time (the default on
+    two cores) they give exactly what one worker gives, frame for frame."""
+    x = paused[0]
+    one = SileroVad(vad.model_path, workers=1).probabilities(x)
+    two = SileroVad(vad.model_path, workers=2).probabilities(x)
+    assert len(one) > 4 * vad.block_frames  # several blocks
+    assert np.array_equal(one, two)
+
+
 def carried_probs(vad: SileroVad, audio: np.ndarray) -> np.ndarray:
     """Probabilities with the LSTM state carried from block to block (the package's way)."""
     return SileroVad(vad.model_path, block_frames=512, warmup_frames=None).probabilities(audio)
