@@ -13,6 +13,7 @@ transformers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -200,13 +201,12 @@ class WhisperOnnx:
             empty = np.zeros((input_ids.shape[0], self.n_heads, 0, self.head_dim), dtype=np.float32)
             feeds.update({n: empty for n in self._past_names})
             feeds["use_cache_branch"] = np.array([False])
-            # the first step computes every window's cross-attention keys/values: mapped, they
-            # and the step's intermediates leave no freed blocks resident in the heap
-            with mapped_allocations():
-                outs = dict(zip(self._out_names, self.decoder.run(None, feeds)))
         else:
             feeds.update(past)
             feeds["use_cache_branch"] = np.array([True])
+        # the first step computes every window's cross-attention keys/values: mapped, they and
+        # the step's intermediates leave no freed blocks resident in the heap
+        with mapped_allocations() if past is None else contextlib.nullcontext():
             outs = dict(zip(self._out_names, self.decoder.run(None, feeds)))
         # The cached branch returns placeholders for the cross-attention keys/values: those
         # from the first step are kept and fed again.

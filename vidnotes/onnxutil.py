@@ -102,9 +102,9 @@ _M_TRIM_THRESHOLD = -1
 
 # In the environment at start-up (glibc 2.35 and later; older ones ignore it): glibc asks for
 # transparent huge pages for the buffers it maps, so mapping the first step's buffers costs a few
-# hundred page faults a batch, not ~60,000 (measured here: transcription 5-8% slower without it,
-# even with it). The local stack sets it for its function processes, the transcribe image and
-# bench/bench_asr.py (for every engine) too.
+# hundred page faults a batch, not ~60,000 (measured here: with mapped_allocations, transcription
+# 5-8% slower than before without it, as fast with it). The local stack sets it for its function
+# processes, the transcribe image too, and bench/bench_asr.py for the vidnotes engines.
 HUGEPAGE_TUNABLES = "glibc.malloc.hugetlb=1"
 
 

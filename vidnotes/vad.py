@@ -179,18 +179,16 @@ class SileroVad:
             # speaker and recording room, the probability stayed near 0.05 for 26 s: the
             # package's own model does the same). Measured in bench/bench_noise.py.
             # (warmup_frames None: the state carried on, as the package does; the parity check)
-            h = c = np.zeros((1, 1, STATE_SIZE), dtype=np.float32)
-            tail = np.zeros((0, CONTEXT_SAMPLES + FRAME_SAMPLES), dtype=np.float32)
-            if self.warmup_frames is not None and self.workers > 1:
-                return self._parallel_blocks(audio)
-            for x in frame_blocks(audio, self.block_frames):
-                if self.warmup_frames is not None:
-                    h = c = np.zeros((1, 1, STATE_SIZE), dtype=np.float32)
-                inp = np.concatenate([tail, x]) if len(tail) else x
-                p, h, c = self.session.run(["speech_probs", "hn", "cn"], {"input": inp, "h": h, "c": c})
-                out.append(np.asarray(p, dtype=np.float32).reshape(-1)[len(tail) :])
-                if self.warmup_frames:
-                    tail = x[-self.warmup_frames :]
+            if self.warmup_frames is None:
+                h = c = np.zeros((1, 1, STATE_SIZE), dtype=np.float32)
+                for x in frame_blocks(audio, self.block_frames):
+                    p, h, c = self.session.run(["speech_probs", "hn", "cn"], {"input": x, "h": h, "c": c})
+                    out.append(np.asarray(p, dtype=np.float32).reshape(-1))
+            else:
+                # blocks with a fresh state do not depend on each other: ``workers`` threads run
+                # them at once (onnxruntime runs without the GIL)
+                with ThreadPoolExecutor(self.workers) as pool:
+                    out = list(pool.map(lambda a: self._fresh_block(*a), self._warmed_blocks(audio)))
         else:
             state = np.zeros((2, 1, STATE_SIZE), dtype=np.float32)
             sr = np.array(SAMPLE_RATE, dtype=np.int64)
@@ -202,24 +200,19 @@ class SileroVad:
                 out.append(probs)
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
-    def _block_probs(self, inp: np.ndarray, n_tail: int) -> np.ndarray:
+    def _warmed_blocks(self, audio: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
+        """Each block's input with the ``warmup_frames`` frames before it put first, and how many those are."""
+        tail = np.zeros((0, CONTEXT_SAMPLES + FRAME_SAMPLES), dtype=np.float32)
+        for x in frame_blocks(audio, self.block_frames):
+            yield (np.concatenate([tail, x]) if len(tail) else x), len(tail)
+            if self.warmup_frames:
+                tail = x[-self.warmup_frames :]
+
+    def _fresh_block(self, inp: np.ndarray, n_warmup: int) -> np.ndarray:
+        """Probabilities of one block run from a fresh state, without those of its warm-up frames."""
         h = c = np.zeros((1, 1, STATE_SIZE), dtype=np.float32)
         p, _, _ = self.session.run(["speech_probs", "hn", "cn"], {"input": inp, "h": h, "c": c})
-        return np.asarray(p, dtype=np.float32).reshape(-1)[n_tail:]
-
-    def _parallel_blocks(self, audio: np.ndarray) -> np.ndarray:
-        """The sequence interface with a fresh state per block: the blocks do not depend on each
-        other, so ``workers`` threads run them at once (onnxruntime runs without the GIL)."""
-        def inputs() -> Iterator[tuple[np.ndarray, int]]:
-            tail = np.zeros((0, CONTEXT_SAMPLES + FRAME_SAMPLES), dtype=np.float32)
-            for x in frame_blocks(audio, self.block_frames):
-                yield (np.concatenate([tail, x]) if len(tail) else x), len(tail)
-                if self.warmup_frames:
-                    tail = x[-self.warmup_frames :]
-
-        with ThreadPoolExecutor(self.workers) as pool:
-            out = list(pool.map(lambda a: self._block_probs(*a), inputs()))
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+        return np.asarray(p, dtype=np.float32).reshape(-1)[n_warmup:]
 
     def speech(self, audio: np.ndarray, opts: VadOptions | None = None) -> SpeechMap:
         """Probabilities and speech regions of ``audio``."""
